@@ -1,0 +1,1 @@
+"""Prefect flows: thin wrappers that read params, call lumos, and report."""

@@ -1,0 +1,119 @@
+"""The ``lumos`` command: one sub-command per pipeline stage, plus helper tools.
+
+Stages run the library directly (no Prefect, no DVC); ``dvc repro`` runs the same code through
+the Prefect flows in ``flows/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from lumos.config import DEFAULT_PARAMS, ConfigError, load_params
+from lumos.registry import Registry
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    add_args: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    stage: bool  # a pipeline stage (listed as such) or a tool
+
+
+COMMANDS: Registry[Command] = Registry("command")
+
+
+def _no_args(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+# --------------------------------------------------------------------------- stages
+def _mini_world_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, help="output folder (default: datasets/mini-world)")
+
+
+def _mini_world(args: argparse.Namespace) -> int:
+    from lumos.demo import build_mini_world
+
+    cfg = load_params(args.params).active.mini_world
+    manifest = build_mini_world(cfg, args.out)
+    print(json.dumps(manifest, indent=1))
+    return 0
+
+
+COMMANDS.register("mini-world")(Command(
+    "stage: generate the embedded mini-world (procedural images, LAION metadata, bad rows)",
+    _mini_world_args, _mini_world, stage=True))
+
+
+# --------------------------------------------------------------------------- tools
+def _params(args: argparse.Namespace) -> int:
+    params = load_params(args.params)
+    print(f"# {args.params}: valid; active profile: {params.profile}")
+    print(yaml.safe_dump(params.active.model_dump(mode="json"), sort_keys=False), end="")
+    return 0
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", type=Path, help="folder to serve (default: datasets/mini-world)")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import threading
+
+    from lumos.demo import DEFAULT_OUT, serve_mini_world
+
+    cfg = load_params(args.params).active.mini_world
+    root = args.root or DEFAULT_OUT
+    with serve_mini_world(root, cfg.base_url) as url:
+        print(f"serving {root} at {url} (Ctrl-C stops)", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+COMMANDS.register("params")(Command(
+    "tool: validate params.yaml and print the active profile", _no_args, _params, stage=False))
+COMMANDS.register("serve")(Command(
+    "tool: serve the mini-world on 127.0.0.1 at mini_world.base_url", _serve_args, _serve,
+    stage=False))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    stages = [name for name, c in COMMANDS.items() if c.stage]
+    parser = argparse.ArgumentParser(
+        prog="lumos",
+        description="Lumos: visual generative priors without text. "
+        f"Pipeline stages: {', '.join(stages)}.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--params", type=Path, default=DEFAULT_PARAMS,
+                        help="params file (default: params.yaml)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, cmd in COMMANDS.items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help, parents=[common])
+        cmd.add_args(p)
+        p.set_defaults(run=cmd.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ConfigError as err:
+        print(f"lumos: invalid params\n{err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""Typed, frozen parameters loaded from ``params.yaml``.
+
+``params.yaml`` holds one block per profile (``tiny``: CPU minutes, ``paper``: the paper's
+values) and one key, ``profile``, that picks the active one. Each profile has one section per
+stage. Everything is validated before any work starts: an unknown key, a value of the wrong
+type or an impossible value raises :class:`ConfigError` naming the file and the key path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+Prob = Annotated[float, Field(ge=0.0, le=1.0)]
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0.0)]
+Precision = Literal["fp32", "fp16", "bf16"]
+
+
+class ConfigError(ValueError):
+    """A params file that cannot be used: names the file and every offending key path."""
+
+
+class Section(BaseModel):
+    """Base of every params section: frozen, strict types, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+# --------------------------------------------------------------------------- mini-world
+class BadRows(Section):
+    """How many deliberately broken rows the mini-world's metadata carries, per kind."""
+
+    missing: NonNegInt = 8  # URL answers 404
+    truncated: NonNegInt = 6  # image bytes cut short
+    not_image: NonNegInt = 4  # text served as image/jpeg
+    wrong_size: NonNegInt = 6  # WIDTH/HEIGHT in the metadata lie
+    duplicate: NonNegInt = 6  # the same bytes under a second URL
+
+    @property
+    def total(self) -> int:
+        return self.missing + self.truncated + self.not_image + self.wrong_size + self.duplicate
+
+
+class MiniWorld(Section):
+    """The embedded procedural world used by the tiny profile and the tests (DESIGN 4)."""
+
+    seed: int = 0
+    n_images: Annotated[int, Field(ge=1)] = 480
+    min_side: Annotated[int, Field(ge=16)] = 200
+    max_side: Annotated[int, Field(ge=16)] = 900
+    png_fraction: Prob = 0.3
+    max_shapes: Annotated[int, Field(ge=1, le=8)] = 4
+    base_url: Annotated[str, Field(pattern=r"^https?://[^/\s]+$")] = "http://127.0.0.1:8765"
+    bad_rows: BadRows = BadRows()
+    parts: list[Literal["images"]] = ["images"]
+
+    @model_validator(mode="after")
+    def _sides_ordered(self) -> MiniWorld:
+        if self.max_side < self.min_side:
+            raise ValueError(f"max_side ({self.max_side}) must be >= min_side ({self.min_side})")
+        if self.bad_rows.total > self.n_images:
+            raise ValueError(
+                f"bad_rows add up to {self.bad_rows.total}, more than n_images ({self.n_images})"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- data curation
+class Source(Section):
+    """One metadata source of the I2I mixture (supplement G.1)."""
+
+    name: str
+    reader: Literal["laion", "coyo", "sam", "journeydb", "imagenet", "folder"]
+    metadata: str  # local path, glob or fsspec URL of the metadata parquet(s)
+    quota: PosInt | None = None  # rows kept at most, by a seeded sample
+
+
+class Curation(Section):
+    """I2I image curation (supplement G.1): resolution > 512, aesthetic > 5.0."""
+
+    sources: list[Source]
+    min_side: PosInt = 512  # kept when the short side is > min_side
+    aesthetic_min: float = 5.0  # kept when the aesthetic score is > aesthetic_min
+    punsafe_max: Prob = 0.5
+    pwatermark_max: Prob = 0.8
+    dedup_hamming_max: NonNegInt = 4  # perceptual-hash distance for near duplicates
+    seed: int = 0
+
+
+class T2IData(Section):
+    """The text-image set (supplement G.2): aesthetic > 5.5, InternVL long captions."""
+
+    aesthetic_min: float = 5.5
+    captioner: str | None = "OpenGVLab/InternVL3-1B-hf"  # None: tiny random InternVL
+    long_caption_ratio: Prob = 0.5  # DALL-E 3 style mixing of long and raw captions
+
+
+# --------------------------------------------------------------------------- encoders
+class VAE(Section):
+    pretrained: str | None = "stabilityai/sd-vae-ft-ema"  # None: tiny random AutoencoderKL
+    scaling_factor: PosFloat = 0.18215
+
+
+class VisionEncoder(Section):
+    """The frozen image encoder tau_img of eq. (1) and its condition tokens (paper 4.3)."""
+
+    name: Literal["dino", "dinov2", "mocov3", "clip"] = "dino"
+    pretrained: str | None = "facebook/dino-vitb16"  # None: tiny random config
+    tokens: Literal["cls", "patch", "all", "topk"] = "cls"
+    topk: PosInt = 119  # CLS + 119 patches = 120, T5's length
+    resolution: PosInt = 224
+
+
+class TextEncoder(Section):
+    """T5 for T2I (supplement H.2): Flan-T5-XXL, 120 tokens."""
+
+    pretrained: str | None = "google/flan-t5-xxl"  # None: tiny random T5
+    max_length: PosInt = 120
+    precision: Precision = "bf16"
+
+
+# --------------------------------------------------------------------------- model + diffusion
+class Model(Section):
+    variant: Literal["tiny", "B/2", "L/2", "XL/2"] = "XL/2"
+    condition_dropout: Prob = 0.1  # Fig. 12 (a)
+
+
+class Diffusion(Section):
+    train_steps: PosInt = 1000  # DDPM schedule, epsilon prediction, eq. (1)
+    sampler: Literal["dpm-solver++", "ddim", "ddpm"] = "dpm-solver++"
+    sample_steps: PosInt = 20
+    cfg_scale: Annotated[float, Field(ge=1.0)] = 4.5
+
+
+# --------------------------------------------------------------------------- training
+class Optimizer(Section):
+    """AdamW, constant lr after a linear warm-up (supplement H.1)."""
+
+    lr: PosFloat = 1.6e-4
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.03
+    warmup_steps: NonNegInt = 1000
+    grad_clip: PosFloat = 1.0
+
+
+class Train(Section):
+    """The I2I prior's run (supplement H.1)."""
+
+    resolution: PosInt = 256
+    steps: PosInt = 400_000
+    global_batch: PosInt = 16384
+    micro_batch: PosInt = 256
+    optimizer: Optimizer = Optimizer()
+    precision: Precision = "fp16"
+    zero_stage: Annotated[int, Field(ge=0, le=3)] = 2
+    gradient_checkpointing: bool = True
+    ema_decay: Prob = 0.9999
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> Train:
+        if self.global_batch % self.micro_batch:
+            raise ValueError(
+                f"global_batch ({self.global_batch}) must be a multiple of "
+                f"micro_batch ({self.micro_batch})"
+            )
+        return self
+
+
+class T2IStage(Section):
+    """One row of Table S1."""
+
+    resolution: PosInt
+    multi_aspect: bool = False
+    steps: PosInt
+    global_batch: PosInt
+    lr: PosFloat
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.03
+    warmup_steps: NonNegInt = 1000
+
+
+class T2I(Section):
+    """Progressive T2I fine-tuning (supplement H.2, Table S1)."""
+
+    stages: Annotated[list[T2IStage], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _progressive(self) -> T2I:
+        res = [s.resolution for s in self.stages]
+        if res != sorted(res):
+            raise ValueError(f"stage resolutions must not decrease, got {res}")
+        return self
+
+
+class NVS(Section):
+    """Novel view synthesis data and protocol (supplement G.3, paper 4.2.2)."""
+
+    views: Annotated[int, Field(ge=2)] = 32
+    resolution: PosInt = 256
+    radius: Annotated[list[PosFloat], Field(min_length=2, max_length=2)] = [1.5, 2.2]
+    elevation_deg: Annotated[list[float], Field(min_length=2, max_length=2)] = [-10.0, 40.0]
+    eval_azimuths: PosInt = 16
+    eval_elevations_deg: list[float] = [0.0, 30.0]
+
+
+class I2V(Section):
+    """Image-to-video data and run (supplement G.4, H.4)."""
+
+    frames: Annotated[int, Field(ge=2)] = 16
+    frame_interval: PosInt = 3
+    resolution: PosInt = 256
+    lr: PosFloat = 2e-5
+    precision: Precision = "bf16"
+    zero_stage: Annotated[int, Field(ge=0, le=3)] = 2
+
+
+class Profile(Section):
+    """Every stage's section for one scale of the platform."""
+
+    mini_world: MiniWorld
+    curation: Curation
+    t2i_data: T2IData
+    vae: VAE
+    vision_encoder: VisionEncoder
+    text_encoder: TextEncoder
+    model: Model
+    diffusion: Diffusion
+    train: Train
+    t2i: T2I
+    nvs: NVS
+    i2v: I2V
+
+
+class Params(Section):
+    """The whole file: the profiles and the key that picks one."""
+
+    profile: str = "tiny"
+    profiles: dict[str, Profile]
+
+    @model_validator(mode="after")
+    def _profile_exists(self) -> Params:
+        if self.profile not in self.profiles:
+            raise ValueError(
+                f"profile {self.profile!r} is not one of {sorted(self.profiles)}"
+            )
+        return self
+
+    @property
+    def active(self) -> Profile:
+        return self.profiles[self.profile]
+
+
+def _format_errors(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: {err.error_count()} invalid value(s)"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (misspelt?)"
+        shown = e["type"] not in ("extra_forbidden", "missing") and not isinstance(
+            e["input"], (dict, list))  # a cross-field rule's input is its whole section
+        got = f" (got {e['input']!r})" if shown else ""
+        lines.append(f"  {path}: {key}: {msg}{got}")
+    return "\n".join(lines)
+
+
+def parse_params(data: Any, path: Path | str = DEFAULT_PARAMS) -> Params:
+    """Validate an already-loaded mapping; errors name ``path`` and the key path."""
+    path = Path(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return Params.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(path, err)) from None
+
+
+def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
+    """Read and validate ``params.yaml`` (all profiles, so a typo anywhere fails at once)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such params file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return parse_params(data, path)
+
+
+def load_profile(path: Path | str = DEFAULT_PARAMS) -> Profile:
+    """The active profile's sections: what a stage reads."""
+    return load_params(path).active

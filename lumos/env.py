@@ -1,0 +1,24 @@
+"""Process settings that keep every run on loopback and quiet (DESIGN 6).
+
+Applied with ``setdefault`` when :mod:`lumos` is imported, so a user's own values win.
+"""
+
+from __future__ import annotations
+
+import os
+
+LOOPBACK_ENV = {
+    "NO_ALBUMENTATIONS_UPDATE": "1",  # albumentations (via img2dataset) queries PyPI at import
+    "WANDB_MODE": "disabled",
+    "DVC_NO_ANALYTICS": "1",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    # The temporary Prefect server needs more than the default 20 s to start on 2 busy cores.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+}
+
+
+def apply_loopback_env() -> None:
+    for key, value in LOOPBACK_ENV.items():
+        os.environ.setdefault(key, value)
