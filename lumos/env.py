@@ -22,3 +22,9 @@ LOOPBACK_ENV = {
 def apply_loopback_env() -> None:
     for key, value in LOOPBACK_ENV.items():
         os.environ.setdefault(key, value)
+
+
+
+def shell_exports() -> str:
+    """The same settings as shell ``export`` lines (a value already set wins)."""
+    return "\n".join(f"export {k}=${{{k}:-{v}}}" for k, v in LOOPBACK_ENV.items())

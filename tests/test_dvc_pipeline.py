@@ -1,0 +1,67 @@
+"""`dvc repro` on a copy of the project: the first run builds, the second executes nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+
+def _run(args: list[str], cwd: Path, env: dict) -> str:
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{args} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> tuple[Path, dict]:
+    """The repository's files (tracked and new, not ignored) in a fresh git repo."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    dst = tmp_path_factory.mktemp("clone") / "lumos"
+    for rel in filter(None, files.split("\0")):
+        if (ROOT / rel).is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dst / rel)
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               PYTHONPATH=str(dst))
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
+        _run(cmd, dst, env)
+    return dst, env
+
+
+def test_second_repro_runs_nothing(project):
+    root, env = project
+    first = _run(["dvc", "repro"], root, env)
+    assert "Running stage 'mini-world'" in first
+    manifest = root / "datasets/mini-world/manifest.json"
+    assert manifest.is_file()
+    stamp = manifest.stat().st_mtime_ns
+
+    second = _run(["dvc", "repro"], root, env)
+    assert "Running stage" not in second
+    assert "Stage 'mini-world' didn't change, skipping" in second
+    assert manifest.stat().st_mtime_ns == stamp
+
+    status = _run(["dvc", "status"], root, env)
+    assert "Data and pipelines are up to date" in status
+
+
+def test_only_the_active_profile_is_tracked(project):
+    root, env = project
+    _run(["dvc", "repro"], root, env)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["profiles"]["paper"]["mini_world"]["seed"] = 7  # the inactive profile
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "Data and pipelines are up to date" in _run(["dvc", "status"], root, env)
+    params["profiles"]["tiny"]["mini_world"]["seed"] = 7  # the active one
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "profiles.tiny.mini_world" in _run(["dvc", "status"], root, env)
