@@ -42,10 +42,13 @@ class BadRows(Section):
     not_image: NonNegInt = 4  # text served as image/jpeg
     wrong_size: NonNegInt = 6  # WIDTH/HEIGHT in the metadata lie
     duplicate: NonNegInt = 6  # the same bytes under a second URL
+    huge: NonNegInt = 2  # a valid PNG of huge_side^2 pixels (a decompression bomb for max_pixels)
+    huge_side: Annotated[int, Field(ge=16)] = 2400
 
     @property
     def total(self) -> int:
-        return self.missing + self.truncated + self.not_image + self.wrong_size + self.duplicate
+        return (self.missing + self.truncated + self.not_image + self.wrong_size + self.duplicate
+                + self.huge)
 
 
 class MiniWorld(Section):
@@ -82,16 +85,77 @@ class Source(Section):
     quota: PosInt | None = None  # rows kept at most, by a seeded sample
 
 
-class Curation(Section):
-    """I2I image curation (supplement G.1): resolution > 512, aesthetic > 5.0."""
+class Download(Section):
+    """img2dataset settings (its own names, shortened); see img2dataset.download."""
 
-    sources: list[Source]
-    min_side: PosInt = 512  # kept when the short side is > min_side
-    aesthetic_min: float = 5.0  # kept when the aesthetic score is > aesthetic_min
+    processes: PosInt = 2
+    threads: PosInt = 32
+    timeout_s: PosInt = 10
+    retries: NonNegInt = 1
+    resize_mode: Literal["no", "border", "keep_ratio", "keep_ratio_largest", "center_crop"] = "no"
+    image_size: PosInt = 1024
+    encode_format: Literal["jpg", "png", "webp"] = "jpg"
+    # Keep the server's bytes untouched so that the score stage decodes each image once and
+    # sees truncation (a re-encode by OpenCV would silently "repair" a truncated JPEG).
+    disable_all_reencoding: bool = True
+    samples_per_shard: PosInt = 10000
+    incremental_mode: Literal["incremental", "extend"] = "incremental"  # "overwrite" hangs (DESIGN 6)
+    distributor: Literal["multiprocessing", "pyspark", "ray"] = "multiprocessing"
+    allow_hosts: list[str] = []  # loopback/private hosts allowed anyway (the mini-world's 127.0.0.1)
+    allow_file_urls: bool = False
+
+
+class Aesthetic(Section):
+    """LAION's aesthetic predictor: an MLP on CLIP ViT-L/14 image embeddings (open_clip)."""
+
+    clip_model: str = "ViT-L-14"
+    clip_pretrained: str | None = "openai"  # open_clip tag or checkpoint path; None: random
+    mlp_weights: str | None = None  # path to LAION's MLP (.pth); None: randomly initialised
+    batch_size: PosInt = 32
+
+
+class SelectRules(Section):
+    """Metadata pre-filter (before any download), on the values the source declares."""
+
+    min_side: PosInt = 512  # G.1: resolution > 512 (short side)
+    aesthetic_min: float = 5.0  # G.1: aesthetic > 5.0 (rows without a score pass to `keep`)
     punsafe_max: Prob = 0.5
     pwatermark_max: Prob = 0.8
-    dedup_hamming_max: NonNegInt = 4  # perceptual-hash distance for near duplicates
-    seed: int = 0
+
+
+class ScoreSettings(Section):
+    """What `score` computes once per shard (cached): decode, true size, pHash, aesthetic."""
+
+    max_pixels: PosInt = 89_478_485  # larger images are rejected as decompression bombs
+    aesthetic: Aesthetic = Aesthetic()
+
+
+class KeepRules(Section):
+    """Thresholds on the cached scores; changing them reruns `keep` alone."""
+
+    min_side: PosInt = 512  # G.1: true resolution > 512 (short side)
+    aesthetic_min: float = 5.0  # G.1: aesthetic > 5.0
+    # Which aesthetic the rule reads: the predictor's, or the score the metadata declared.
+    aesthetic_from: Literal["predicted", "metadata"] = "predicted"
+    dedup_hamming_max: NonNegInt = 4  # pHash distance (of 64 bits) that marks a near duplicate
+
+
+class Curation(Section):
+    """I2I image curation (supplement G.1): sources -> select -> download -> score -> keep."""
+
+    sources: Annotated[list[Source], Field(min_length=1)]
+    seed: int = 0  # for per-source quota samples
+    select: SelectRules = SelectRules()
+    download: Download = Download()
+    score: ScoreSettings = ScoreSettings()
+    keep: KeepRules = KeepRules()
+
+    @model_validator(mode="after")
+    def _unique_sources(self) -> Curation:
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must be unique, got {names}")
+        return self
 
 
 class T2IData(Section):

@@ -32,7 +32,8 @@ def test_paper_profile_holds_the_papers_values(params):
     assert (p.vision_encoder.name, p.vision_encoder.pretrained) == ("dino", "facebook/dino-vitb16")
     assert p.vision_encoder.tokens == "cls"
     assert (p.text_encoder.pretrained, p.text_encoder.max_length) == ("google/flan-t5-xxl", 120)
-    assert (p.curation.min_side, p.curation.aesthetic_min) == (512, 5.0)
+    for rules in (p.curation.select, p.curation.keep):
+        assert (rules.min_side, rules.aesthetic_min) == (512, 5.0)
     assert p.t2i_data.aesthetic_min == 5.5
     assert [s.name for s in p.curation.sources] == ["laion", "coyo", "sam", "journeydb", "imagenet"]
     assert sum(s.quota for s in p.curation.sources) == 190_000_000
@@ -58,7 +59,7 @@ def test_profile_is_chosen_by_one_key(raw):
 
 def test_config_is_frozen(params):
     with pytest.raises(pydantic.ValidationError):
-        params.active.curation.aesthetic_min = 1.0
+        params.active.curation.keep.aesthetic_min = 1.0
 
 
 def _set(data: dict, dotted: str, value) -> dict:
@@ -79,8 +80,8 @@ T = "profiles.tiny."
 BAD = [
     # (key path, bad value, where it is reported, words of the message);
     # a rule across fields is reported on its section
-    (T + "curation.aesthetc_min", 5.0, None, "unknown key"),
-    (T + "curation.aesthetic_min", "high", None, "valid number"),
+    (T + "curation.keep.aesthetc_min", 5.0, None, "unknown key"),
+    (T + "curation.keep.aesthetic_min", "high", None, "valid number"),
     (T + "train.optimizer.lr", -1.0, None, "greater than 0"),
     (T + "model.condition_dropout", 1.5, None, "less than or equal to 1"),
     (T + "train.zero_stage", 5, None, "less than or equal to 3"),

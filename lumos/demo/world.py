@@ -20,6 +20,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,7 @@ SCENES_SCHEMA = pa.schema(
         ("duplicate_of", pa.string()),
     ]
 )
-BAD_KINDS = ("missing", "truncated", "not_image", "wrong_size", "duplicate")
+BAD_KINDS = ("missing", "truncated", "not_image", "wrong_size", "duplicate", "huge")
 # Bad rows must pass the metadata filters so that they reach download and decoding.
 _BAD_MIN_SIDE = 600
 DEFAULT_OUT = Path("datasets/mini-world")
@@ -144,12 +145,19 @@ def build_images(cfg: MiniWorld, root: Path, rows: _Rows) -> None:
     if len(lie) < bad.wrong_size:
         raise ValueError(f"only {len(small)} images <= 512 px to give wrong sizes; "
                          f"lower bad_rows.wrong_size or min_side")
-    for key, fmt, scene, scores in good:
+    # Exact duplicates: the bytes of a large good image under a second URL.
+    large = [g for g in good if min(g[2].width, g[2].height) > 512][: bad.duplicate]
+    originals = {g[0] for g in large}
+    for i, (key, fmt, scene, scores) in enumerate(good):
+        if key in lie or key in originals:  # clean scores, so the metadata filters pass them on
+            scores = _metadata_scores(_stream(cfg.seed, 9, i), scene, clean=True)
+            good[i] = (key, fmt, scene, scores)
         if key in lie:
             rows.add(key, fmt, "wrong_size", scene, scores,
                      declared=(scene.width + 512, scene.height + 512))
         else:
             rows.add(key, fmt, "ok", scene, scores)
+    originals_scores = {g[0]: g[3] for g in good if g[0] in originals}
 
     def bad_scene(kind: int, j: int) -> tuple[np.random.Generator, Scene, str]:
         rng = _stream(cfg.seed, 1 + kind, j)
@@ -172,12 +180,16 @@ def build_images(cfg: MiniWorld, root: Path, rows: _Rows) -> None:
         key = f"mw-notimage-{j:03d}"
         (root / "images" / f"{key}.jpg").write_bytes(_NOT_AN_IMAGE)
         rows.add(key, "jpg", "not_image", scene, _metadata_scores(rng, scene, clean=True))
-    # Exact duplicates: the bytes of a large good image under a second URL.
-    large = [g for g in good if min(g[2].width, g[2].height) > 512 and g[0] not in lie]
-    for j, (key, fmt, scene, scores) in enumerate(large[: bad.duplicate]):
+    for j in range(bad.huge):  # a valid image with far more pixels than the decoder allows
+        rng, scene, _ = bad_scene(4, j)
+        scene = replace(scene, width=bad.huge_side, height=bad.huge_side)
+        key = f"mw-huge-{j:03d}"
+        _write_image(root, key, "png", encode(render(scene), "png"), scene)
+        rows.add(key, "png", "huge", scene, _metadata_scores(rng, scene, clean=True))
+    for j, (key, fmt, scene, _) in enumerate(large):
         dup = f"mw-dup-{j:03d}"
         (root / "images" / f"{dup}.{fmt}").write_bytes((root / "images" / f"{key}.{fmt}").read_bytes())
-        rows.add(dup, fmt, "duplicate", scene, scores, duplicate_of=key)
+        rows.add(dup, fmt, "duplicate", scene, originals_scores[key], duplicate_of=key)
 
 
 PARTS: dict[str, Callable[[MiniWorld, Path, _Rows], None]] = {"images": build_images}
