@@ -1,0 +1,85 @@
+"""Stage `download`: img2dataset fetches the selected URLs into WebDataset shards.
+
+img2dataset writes into ``<out>/shards/``, per shard, ``<n>.tar`` (the samples), ``<n>.parquet`` (every row with
+``status`` / ``error_message``) and ``<n>_stats.json`` (written last). Its ``incremental``
+mode skips shards whose stats exist, so a run killed at any point resumes where it stopped
+with no sample lost or duplicated. A fingerprint of the URL list and the settings guards the
+folder: if either changes, the old shards are removed before downloading again.
+
+img2dataset starts worker processes by spawning: call :func:`download_source` from code that
+runs under ``if __name__ == "__main__"`` (the flows do).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+
+from lumos.config import Download
+from lumos.io import atomic_write_text
+
+FINGERPRINT = "fingerprint.json"
+
+
+def _fingerprint(selected: Path, dl: Download) -> dict:
+    digest = hashlib.sha256(selected.read_bytes()).hexdigest()
+    settings = dl.model_dump(exclude={"processes", "threads", "distributor", "timeout_s", "retries"})
+    return {"selected_sha256": digest, "settings": settings}
+
+
+def _prepare(out: Path, fingerprint: dict) -> None:
+    """Keep finished shards only when they came from the same URL list and settings."""
+    path = out / FINGERPRINT  # beside shards/: img2dataset reads every *.json in its folder
+    if out.exists() and (not path.exists() or json.loads(path.read_text()) != fingerprint):
+        shutil.rmtree(out)
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(fingerprint, indent=1, sort_keys=True) + "\n")
+
+
+def download_source(selected: Path | str, out_dir: Path | str, dl: Download) -> dict:
+    """Download one source's selection into ``out_dir`` (resumable); returns status counts."""
+    from img2dataset import download  # heavy import (albumentations, cv2): only when used
+
+    selected, out = Path(selected), Path(out_dir)
+    _prepare(out, _fingerprint(selected, dl))
+    n_rows = duckdb.sql(f"SELECT count(*) FROM read_parquet('{selected}')").fetchall()[0][0]
+    if n_rows:
+        download(
+            url_list=str(selected),
+            input_format="parquet",
+            url_col="url",
+            caption_col="caption",
+            save_additional_columns=["uid", "source"],
+            output_format="webdataset",
+            output_folder=str(out / "shards"),
+            processes_count=dl.processes,
+            thread_count=dl.threads,
+            timeout=dl.timeout_s,
+            retries=dl.retries,
+            resize_mode=dl.resize_mode,
+            image_size=dl.image_size,
+            encode_format=dl.encode_format,
+            disable_all_reencoding=dl.disable_all_reencoding,
+            number_sample_per_shard=dl.samples_per_shard,
+            incremental_mode=dl.incremental_mode,
+            distributor=dl.distributor,
+            enable_wandb=False,
+            compute_hash="sha256",
+        )
+    return download_status(out)
+
+
+def download_status(out_dir: Path | str) -> dict:
+    """Counts of img2dataset's per-sample ``status`` over the finished shards."""
+    shards = sorted(Path(out_dir).glob("shards/*_stats.json"))
+    if not shards:
+        return {"shards": 0, "status": {}}
+    parquets = [str(p).replace("_stats.json", ".parquet") for p in shards]
+    rows = duckdb.sql(
+        f"SELECT status, count(*) FROM read_parquet({parquets}) GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    return {"shards": len(shards), "status": dict(rows)}

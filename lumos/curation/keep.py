@@ -1,0 +1,113 @@
+"""Stage `keep`: the thresholds of params applied to the cached scores (no download, no decode).
+
+Every selected row ends either in ``kept.parquet`` or in ``rejects.parquet`` with the stage
+that dropped it and why: ``download`` (img2dataset's error), ``decode`` (the score stage's),
+or ``keep`` (true resolution, aesthetic, near duplicate).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+
+from lumos.config import KeepRules
+from lumos.io import atomic_write_text
+
+
+def near_duplicates(items: list[tuple[str, int]], max_distance: int) -> dict[str, str]:
+    """uid -> the earlier uid it nearly duplicates, for 64-bit hashes within ``max_distance``.
+
+    Multi-index hashing: split each hash into ``max_distance + 1`` bands; by pigeonhole two
+    hashes within the distance agree on at least one band, so only band-mates are compared.
+    """
+    bands = max_distance + 1
+    width = -(-64 // bands)
+    buckets: list[dict[int, list[tuple[str, int]]]] = [{} for _ in range(bands)]
+    dupes: dict[str, str] = {}
+    for uid, h in items:  # items in priority order: the first of a group is kept
+        match = None
+        for b in range(bands):
+            band = (h >> (b * width)) & ((1 << width) - 1)
+            for other_uid, other in buckets[b].get(band, ()):
+                if (h ^ other).bit_count() <= max_distance:
+                    match = other_uid
+                    break
+            if match:
+                break
+        if match:
+            dupes[uid] = match
+            continue
+        for b in range(bands):
+            buckets[b].setdefault((h >> (b * width)) & ((1 << width) - 1), []).append((uid, h))
+    return dupes
+
+
+def _copy(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    con.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet)")
+    tmp.replace(path)
+
+
+def keep_source(selected: Path | str, download_dir: Path | str, scores_dir: Path | str,
+                out_dir: Path | str, rules: KeepRules) -> dict:
+    """Join selection, download status and scores; write kept.parquet, rejects.parquet, stats.json."""
+    selected, download_dir, scores_dir, out = map(Path, (selected, download_dir, scores_dir, out_dir))
+    out.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    shards = sorted(str(p) for p in (download_dir / "shards").glob("*.parquet"))
+    scores = sorted(str(p) for p in scores_dir.glob("*.parquet"))
+    empty_dl = "SELECT NULL::VARCHAR AS uid, NULL::VARCHAR AS key, NULL::VARCHAR AS status, NULL::VARCHAR AS error_message WHERE false"
+    dl = f"SELECT uid, key, status, error_message FROM read_parquet({shards}, union_by_name = true)" if shards else empty_dl
+    sc = (f"SELECT * FROM read_parquet({scores})" if scores else
+          "SELECT NULL::VARCHAR AS key, NULL::VARCHAR AS shard, NULL::VARCHAR AS member, NULL::VARCHAR AS decode_error, "
+          "NULL::BIGINT AS true_width, NULL::BIGINT AS true_height, NULL::UBIGINT AS phash, NULL::DOUBLE AS predicted_aesthetic WHERE false")
+    aesthetic = "s.predicted_aesthetic" if rules.aesthetic_from == "predicted" else "sel.aesthetic"
+    prefix = str(download_dir).replace("'", "''")
+    con.execute(f"""
+        CREATE TEMP TABLE judged AS
+        SELECT sel.uid, sel.source, sel.url, sel.caption, d.key,
+               '{prefix}/' || s.shard AS shard, s.member,
+               s.true_width AS width, s.true_height AS height, s.phash,
+               {aesthetic} AS aesthetic, s.predicted_aesthetic, sel.aesthetic AS declared_aesthetic,
+               CASE
+                 WHEN d.key IS NULL THEN 'download'
+                 WHEN d.status <> 'success' THEN 'download'
+                 WHEN s.key IS NULL OR s.decode_error IS NOT NULL THEN 'decode'
+                 WHEN least(s.true_width, s.true_height) <= {rules.min_side}
+                   OR {aesthetic} IS NULL OR {aesthetic} <= {rules.aesthetic_min} THEN 'keep'
+               END AS stage,
+               CASE
+                 WHEN d.key IS NULL THEN 'download: no finished shard holds this row'
+                 WHEN d.status <> 'success' THEN 'download: ' || coalesce(d.error_message, d.status)
+                 WHEN s.key IS NULL THEN 'decode: not scored'
+                 WHEN s.decode_error IS NOT NULL THEN 'decode: ' || s.decode_error
+                 WHEN least(s.true_width, s.true_height) <= {rules.min_side}
+                   THEN 'resolution: true size ' || s.true_width || 'x' || s.true_height
+                 WHEN {aesthetic} IS NULL THEN 'aesthetic: no score'
+                 WHEN {aesthetic} <= {rules.aesthetic_min} THEN 'aesthetic'
+               END AS reason
+        FROM read_parquet('{selected}') sel
+        LEFT JOIN ({dl}) d ON d.uid = sel.uid
+        LEFT JOIN ({sc}) s ON s.key = d.key
+    """)
+    candidates = con.execute(
+        "SELECT uid, phash FROM judged WHERE reason IS NULL ORDER BY uid").fetchall()
+    dupes = near_duplicates([(u, int(h)) for u, h in candidates], rules.dedup_hamming_max)
+    if dupes:
+        con.executemany(
+            "UPDATE judged SET stage = 'keep', reason = 'near duplicate of ' || ? WHERE uid = ?",
+            [(orig, uid) for uid, orig in dupes.items()])
+    _copy(con, "SELECT key, uid, source, shard, member, width, height, aesthetic, "
+               "predicted_aesthetic, declared_aesthetic, caption, url, phash, 'kept' AS status "
+               "FROM judged WHERE reason IS NULL ORDER BY key", out / "kept.parquet")
+    _copy(con, "SELECT uid, source, url, caption, stage, reason FROM judged "
+               "WHERE reason IS NOT NULL ORDER BY uid", out / "rejects.parquet")
+    by_stage = dict(con.execute(
+        "SELECT coalesce(stage, 'kept'), count(*) FROM judged GROUP BY ALL ORDER BY ALL").fetchall())
+    con.close()
+    stats = {"selected": sum(by_stage.values()), "kept": by_stage.pop("kept", 0),
+             "rejected_by_stage": by_stage}
+    atomic_write_text(out / "stats.json", json.dumps(stats, indent=1, sort_keys=True) + "\n")
+    return stats
