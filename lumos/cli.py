@@ -53,7 +53,68 @@ COMMANDS.register("mini-world")(Command(
     _mini_world_args, _mini_world, stage=True))
 
 
+def _curation_stage(stage: str):
+    def run(args: argparse.Namespace) -> int:
+        from lumos.curation import stages
+
+        profile = load_params(args.params).active
+        for source in stages.sources(profile, args.sources):
+            print(json.dumps({"stage": stage, "source": source.name,
+                              **stages.STAGES[stage](profile, source)}))
+        return 0
+
+    return run
+
+
+def _sources_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", action="append", dest="sources", metavar="NAME",
+                   help="only this source (repeatable; default: every source in params)")
+
+
+for _stage, _help in (
+    ("select", "DuckDB selection over each source's metadata (resolution, aesthetic, safety, dedup)"),
+    ("download", "img2dataset download of the selection into WebDataset shards (resumable)"),
+    ("score", "decode each image once: true size, pHash, aesthetic (cached per shard)"),
+    ("keep", "apply the keep thresholds to the cached scores"),
+):
+    COMMANDS.register(f"curate-{_stage}")(Command(
+        f"stage: {_help}", _sources_arg, _curation_stage(_stage), stage=True))
+
+
+def _catalog_build(args: argparse.Namespace) -> int:
+    from lumos.curation import stages
+
+    print(json.dumps(stages.run_catalog(), indent=1))
+    return 0
+
+
+COMMANDS.register("curate-catalog")(Command(
+    "stage: (re)build datasets/catalog.duckdb over every source's results", _no_args,
+    _catalog_build, stage=True))
+
+
 # --------------------------------------------------------------------------- tools
+def _catalog_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sql", help='a query, e.g. "SELECT source, count(*) FROM images GROUP BY 1"')
+    p.add_argument("--catalog", type=Path, help="catalog file (default: datasets/catalog.duckdb)")
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from lumos.curation.catalog import DEFAULT_CATALOG, query
+
+    try:
+        query(args.sql, args.catalog or DEFAULT_CATALOG).show(max_rows=1000)
+    except (duckdb.Error, FileNotFoundError) as err:
+        print(f"lumos catalog: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+COMMANDS.register("catalog")(Command(
+    "tool: run SQL on the catalog (views: images, rejects, rejects_by_reason, funnel)",
+    _catalog_args, _catalog, stage=False))
 def _params(args: argparse.Namespace) -> int:
     params = load_params(args.params)
     print(f"# {args.params}: valid; active profile: {params.profile}")
@@ -112,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except ConfigError as err:
         print(f"lumos: invalid params\n{err}", file=sys.stderr)
+        return 2
+    except KeyError as err:  # an unknown source or registry name
+        print(f"lumos: {err.args[0]}", file=sys.stderr)
         return 2
 
 

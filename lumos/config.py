@@ -83,6 +83,8 @@ class Source(Section):
     reader: Literal["laion", "coyo", "sam", "journeydb", "imagenet", "folder"]
     metadata: str  # local path, glob or fsspec URL of the metadata parquet(s)
     quota: PosInt | None = None  # rows kept at most, by a seeded sample
+    # The mini-world: serve datasets/mini-world at mini_world.base_url while downloading.
+    serve_mini_world: bool = False
 
 
 class Download(Section):

@@ -1,0 +1,1 @@
+"""Image curation (supplement G.1): select -> download -> score -> keep -> catalog."""

@@ -50,7 +50,9 @@ def decode_bounded(data: bytes, max_pixels: int) -> tuple[Image.Image | None, in
     except UnidentifiedImageError:
         return None, None, None, "not an image: unknown format"
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        # PIL's ways of saying "broken image" (a truncated file is an OSError)
+        # PIL's ways of saying "broken image"; a cut-off file is an OSError naming truncation
+        if "truncated" in str(err):
+            return None, None, None, "truncated image"
         return None, None, None, f"{type(err).__name__}: {err}"
 
 

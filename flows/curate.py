@@ -1,0 +1,75 @@
+"""Flows `curate-*`: supplement G.1's curation, one flow per DVC stage, and `curate` for all.
+
+    python -m flows.curate select|download|score|keep|catalog   # one stage (what dvc runs)
+    python -m flows.curate all [--source NAME ...]              # the whole chain
+
+Each source is a Prefect task; a bad row never fails a run (it is recorded in the rejects).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from lumos.config import DEFAULT_PARAMS, load_params
+from lumos.curation import stages
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+
+@task(task_run_name="{stage}:{source_name}")
+def run_stage(stage: str, source_name: str, params: str) -> dict:
+    profile = load_params(params).active
+    result = stages.STAGES[stage](profile, stages.sources(profile, [source_name])[0])
+    get_run_logger().info("%s %s: %s", stage, source_name, result)
+    return result
+
+
+def _stage_flow(stage: str):
+    @flow(name=f"curate-{stage}", log_prints=True)
+    def stage_flow(params: str = str(DEFAULT_PARAMS), sources: list[str] | None = None) -> dict:
+        names = [s.name for s in stages.sources(load_params(params).active, sources)]
+        # One source after another, in this thread: img2dataset parallelises inside and
+        # installs signal handlers, which only the main thread may do.
+        return {n: run_stage(stage, n, params) for n in names}
+
+    return stage_flow
+
+
+STAGE_FLOWS = {stage: _stage_flow(stage) for stage in stages.STAGES}
+
+
+@flow(name="catalog")
+def catalog_flow() -> list[dict]:
+    funnel = stages.run_catalog()
+    create_table_artifact(key="curation-funnel", table=funnel,
+                          description="rows -> selected -> downloaded -> decoded -> kept")
+    return funnel
+
+
+@flow(name="curate", log_prints=True)
+def curate_flow(params: str = str(DEFAULT_PARAMS), sources: list[str] | None = None) -> list[dict]:
+    """The whole chain for some sources (default: all): what a `curate-<source>` deployment runs."""
+    for stage in stages.STAGES:
+        STAGE_FLOWS[stage](params, sources)
+    funnel = catalog_flow()
+    rows = "\n".join(f"| {f['source']} | {f['rows_in']} | {f['selected']} | {f['downloaded']} | "
+                     f"{f['decoded']} | {f['kept']} |" for f in funnel)
+    create_markdown_artifact(
+        key="curate-funnel",
+        markdown="## Curation funnel\n\n| source | rows | selected | downloaded | decoded | kept |\n"
+                 f"|---|---|---|---|---|---|\n{rows}\n")
+    return funnel
+
+
+if __name__ == "__main__":  # img2dataset spawns workers: keep this guard
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=[*stages.STAGES, "catalog", "all"])
+    parser.add_argument("--params", default=str(DEFAULT_PARAMS))
+    parser.add_argument("--source", action="append", dest="sources")
+    args = parser.parse_args()
+    if args.stage == "catalog":
+        catalog_flow()
+    elif args.stage == "all":
+        curate_flow(args.params, args.sources)
+    else:
+        STAGE_FLOWS[args.stage](args.params, args.sources)

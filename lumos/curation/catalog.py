@@ -1,0 +1,71 @@
+"""Stage `catalog`: ``datasets/catalog.duckdb``, DuckDB views over every source's results.
+
+Views (paths inside are relative to the project root, where queries run):
+
+    images            every kept sample: key, source, shard, member, width, height,
+                      aesthetic, caption, status, uid, url
+    rejects           every dropped row with the stage that dropped it and why
+    rejects_by_reason counts of rejects per source, stage and reason
+    funnel            per source: rows_in -> selected -> downloaded -> decoded -> kept
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+DEFAULT_CATALOG = Path("datasets/catalog.duckdb")
+
+
+def _q(path: Path | str) -> str:
+    return str(path).replace("'", "''")
+
+
+def build_catalog(select_root: Path | str, keep_root: Path | str,
+                  catalog: Path | str = DEFAULT_CATALOG) -> dict:
+    """(Re)create the catalog's views over ``<root>/*/...parquet``; returns rows per view."""
+    select_root, keep_root, catalog = Path(select_root), Path(keep_root), Path(catalog)
+    catalog.parent.mkdir(parents=True, exist_ok=True)
+    tmp = catalog.with_name(f".{catalog.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    con = duckdb.connect(str(tmp))
+    con.execute(f"""
+        CREATE VIEW images AS
+        SELECT key, source, shard, member, width, height, aesthetic, caption, status, uid, url
+        FROM read_parquet('{_q(keep_root)}/*/kept.parquet', union_by_name = true)""")
+    con.execute(f"""
+        CREATE VIEW rejects AS
+        SELECT uid, source, url, caption, stage, reason
+        FROM read_parquet('{_q(select_root)}/*/rejects.parquet', union_by_name = true)
+        UNION ALL
+        SELECT uid, source, url, caption, stage, reason
+        FROM read_parquet('{_q(keep_root)}/*/rejects.parquet', union_by_name = true)""")
+    con.execute("""
+        CREATE VIEW rejects_by_reason AS
+        SELECT source, stage, regexp_replace(reason, '^(near duplicate of|resolution: true size) .*$', '\\1') AS reason,
+               count(*) AS rows
+        FROM rejects GROUP BY ALL ORDER BY source, rows DESC""")
+    con.execute("""
+        CREATE VIEW funnel AS
+        SELECT source,
+               count(*) AS rows_in,
+               count(*) FILTER (WHERE stage <> 'select') AS selected,
+               count(*) FILTER (WHERE stage NOT IN ('select', 'download')) AS downloaded,
+               count(*) FILTER (WHERE stage NOT IN ('select', 'download', 'decode')) AS decoded,
+               count(*) FILTER (WHERE stage = 'kept') AS kept
+        FROM (SELECT source, 'kept' AS stage FROM images UNION ALL SELECT source, stage FROM rejects)
+        GROUP BY source ORDER BY source""")
+    counts = {v: con.execute(f"SELECT count(*) FROM {v}").fetchall()[0][0] for v in ("images", "rejects")}
+    con.close()
+    tmp.replace(catalog)
+    return counts
+
+
+def query(sql: str, catalog: Path | str = DEFAULT_CATALOG) -> duckdb.DuckDBPyRelation:
+    """Run SQL against the catalog (read-only)."""
+    catalog = Path(catalog)
+    if not catalog.exists():
+        raise FileNotFoundError(f"no catalog at {catalog}: run `dvc repro catalog` first")
+    con = duckdb.connect(str(catalog), read_only=True)
+    return con.sql(sql)

@@ -1,0 +1,69 @@
+"""The curation stages over every source of the mixture, with the project's folder layout.
+
+Each function is one DVC stage's work; `flows/curate.py` wraps them in Prefect flows and the
+`lumos` CLI calls them directly.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+from pathlib import Path
+
+from lumos.config import Profile, Source
+from lumos.curation.catalog import DEFAULT_CATALOG, build_catalog, query
+from lumos.curation.download import download_source
+from lumos.curation.keep import keep_source
+from lumos.curation.score import score_source
+from lumos.curation.select import select_source
+from lumos.demo import DEFAULT_OUT as MINI_WORLD_DIR
+from lumos.demo import serve_mini_world
+from lumos.io import atomic_write_text
+
+ROOT = Path("datasets/curation")
+SELECT, DOWNLOAD, SCORES, KEEP = (ROOT / d for d in ("select", "download", "scores", "keep"))
+FUNNEL = ROOT / "funnel.json"
+
+
+def sources(profile: Profile, names: list[str] | None = None) -> list[Source]:
+    """The mixture's sources, or the named ones (unknown names are an error)."""
+    known = {s.name: s for s in profile.curation.sources}
+    if names is None:
+        return list(known.values())
+    missing = sorted(set(names) - set(known))
+    if missing:
+        raise KeyError(f"unknown source(s) {missing}; params has {sorted(known)}")
+    return [known[n] for n in names]
+
+
+def run_select(profile: Profile, source: Source) -> dict:
+    return select_source(profile.curation, source, SELECT / source.name)
+
+
+def run_download(profile: Profile, source: Source) -> dict:
+    server = (serve_mini_world(MINI_WORLD_DIR, profile.mini_world.base_url)
+              if source.serve_mini_world else nullcontext())
+    with server:
+        return download_source(SELECT / source.name / "selected.parquet",
+                               DOWNLOAD / source.name, profile.curation.download)
+
+
+def run_score(profile: Profile, source: Source) -> dict:
+    return score_source(DOWNLOAD / source.name, SCORES / source.name, profile.curation.score)
+
+
+def run_keep(profile: Profile, source: Source) -> dict:
+    return keep_source(SELECT / source.name / "selected.parquet", DOWNLOAD / source.name,
+                       SCORES / source.name, KEEP / source.name, profile.curation.keep)
+
+
+def run_catalog(catalog: Path = DEFAULT_CATALOG) -> list[dict]:
+    """Build the catalog; returns (and writes to funnel.json) the funnel per source."""
+    build_catalog(SELECT, KEEP, catalog)
+    rel = query("SELECT * FROM funnel", catalog)
+    funnel = [dict(zip(rel.columns, row)) for row in rel.fetchall()]
+    atomic_write_text(FUNNEL, json.dumps(funnel, indent=1) + "\n")
+    return funnel
+
+
+STAGES = {"select": run_select, "download": run_download, "score": run_score, "keep": run_keep}
