@@ -38,10 +38,18 @@ def project(tmp_path_factory) -> tuple[Path, dict]:
     return dst, env
 
 
+STAGES = ["mini-world", "curate-select", "curate-download", "curate-score", "curate-keep",
+          "curate-catalog"]
+
+
+def _ran(output: str) -> list[str]:
+    return [s for s in STAGES if f"Running stage '{s}'" in output]
+
+
 def test_second_repro_runs_nothing(project):
     root, env = project
     first = _run(["dvc", "repro"], root, env)
-    assert "Running stage 'mini-world'" in first
+    assert _ran(first) == STAGES
     manifest = root / "datasets/mini-world/manifest.json"
     assert manifest.is_file()
     stamp = manifest.stat().st_mtime_ns
@@ -53,15 +61,28 @@ def test_second_repro_runs_nothing(project):
 
     status = _run(["dvc", "status"], root, env)
     assert "Data and pipelines are up to date" in status
+    out = _run(["lumos", "catalog", "SELECT count(*) AS kept FROM images"], root, env)
+    assert int(out.split("│")[-2]) > 50
+
+
+def test_keep_threshold_change_reruns_keep_and_catalog_only(project):
+    root, env = project
+    _run(["dvc", "repro"], root, env)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["profiles"]["tiny"]["curation"]["keep"]["aesthetic_min"] = 6.0
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _ran(_run(["dvc", "repro"], root, env)) == ["curate-keep", "curate-catalog"]
 
 
 def test_only_the_active_profile_is_tracked(project):
     root, env = project
     _run(["dvc", "repro"], root, env)
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    original = (root / "params.yaml").read_text()
+    params = yaml.safe_load(original)
     params["profiles"]["paper"]["mini_world"]["seed"] = 7  # the inactive profile
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert "Data and pipelines are up to date" in _run(["dvc", "status"], root, env)
     params["profiles"]["tiny"]["mini_world"]["seed"] = 7  # the active one
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert "profiles.tiny.mini_world" in _run(["dvc", "status"], root, env)
+    (root / "params.yaml").write_text(original)

@@ -1,0 +1,110 @@
+"""Benchmark: lumos's whole curation of one source against a bare img2dataset download.
+
+Builds a mini-world of ``--images`` good images (plus the default bad rows) in a temp folder,
+serves it on a free loopback port, and times, in this one process, on the same metadata:
+
+  raw   img2dataset.download of metadata.parquet (url_col URL, webdataset, no re-encoding, the
+        tiny profile's processes / threads / timeout / retries / shard size): download only
+  ours  select_source + download_source + score_source (decode, pHash, tiny CLIP aesthetic)
+        + keep_source, the lumos curation of that source
+
+Throughput is input metadata rows per second; target: ours / raw >= 0.9x. `select` drops rows
+before anything is fetched (that helps ours), so the rate over the rows each one actually
+downloaded is printed too.
+
+    .venv/bin/python bench/curate_vs_img2dataset.py              # 2000 images
+    .venv/bin/python bench/curate_vs_img2dataset.py --images 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=2000, help="good images in the mini-world")
+    ap.add_argument("--workdir", type=Path, help="keep everything here (default: a temp dir)")
+    args = ap.parse_args()
+
+    import lumos  # noqa: F401 - sets NO_ALBUMENTATIONS_UPDATE / WANDB_MODE before img2dataset loads
+    from img2dataset import download
+    from lumos.config import Source, load_profile
+    from lumos.curation.download import download_source, download_status
+    from lumos.curation.keep import keep_source
+    from lumos.curation.score import score_source
+    from lumos.curation.select import select_source
+    from lumos.demo import build_mini_world, serve_directory
+
+    p = load_profile(PARAMS)
+    cur, dl = p.curation, p.curation.download
+    port = free_port()
+    world_cfg = p.mini_world.model_copy(update={"n_images": args.images,
+                                                "base_url": f"http://127.0.0.1:{port}"})
+    with tempfile.TemporaryDirectory(prefix="curbench-") as tmp:
+        work = args.workdir or Path(tmp)
+        t0 = time.perf_counter()
+        rows = build_mini_world(world_cfg, work / "world")["rows"]
+        print(f"mini-world: {rows} metadata rows ({args.images} good images) "
+              f"built in {time.perf_counter() - t0:.1f} s")
+        meta = work / "world" / "metadata.parquet"
+        with serve_directory(work / "world", port=port):
+            t0 = time.perf_counter()
+            download(url_list=str(meta), input_format="parquet", url_col="URL", caption_col="TEXT",
+                     output_format="webdataset", output_folder=str(work / "raw" / "shards"),
+                     processes_count=dl.processes, thread_count=dl.threads, timeout=dl.timeout_s,
+                     retries=dl.retries, resize_mode=dl.resize_mode, image_size=dl.image_size,
+                     encode_format=dl.encode_format, disable_all_reencoding=True,
+                     number_sample_per_shard=dl.samples_per_shard, distributor=dl.distributor,
+                     enable_wandb=False)
+            raw_s = time.perf_counter() - t0
+            raw_ok = download_status(work / "raw")["status"].get("success", 0)
+
+            source = Source(name="bench", reader="laion", metadata=str(meta))
+            ours, t = {}, time.perf_counter()
+            selected = select_source(cur, source, work / "select")["selected"]
+            ours["select"] = time.perf_counter() - t
+            t = time.perf_counter()
+            ours_ok = download_source(work / "select" / "selected.parquet", work / "download",
+                                      dl)["status"].get("success", 0)
+            ours["download"] = time.perf_counter() - t
+        t = time.perf_counter()
+        score_source(work / "download", work / "scores", cur.score)
+        ours["score"] = time.perf_counter() - t
+        t = time.perf_counter()
+        kept = keep_source(work / "select" / "selected.parquet", work / "download",
+                           work / "scores", work / "keep", cur.keep)["kept"]
+        ours["keep"] = time.perf_counter() - t
+    ours_s = sum(ours.values())
+
+    print(f"\nprocesses {dl.processes}, threads {dl.threads}, timeout {dl.timeout_s} s, "
+          f"retries {dl.retries}; {rows} input rows")
+    print(f"{'run':6} {'seconds':>8} {'fetched':>8} {'success':>8} {'input rows/s':>13} {'fetched/s':>10}")
+    print(f"{'raw':6} {raw_s:8.2f} {rows:8} {raw_ok:8} {rows / raw_s:13.1f} {rows / raw_s:10.1f}")
+    print(f"{'ours':6} {ours_s:8.2f} {selected:8} {ours_ok:8} {rows / ours_s:13.1f} "
+          f"{selected / ours_s:10.1f}")
+    print("ours by stage: " + ", ".join(f"{k} {v:.2f} s" for k, v in ours.items())
+          + f"; kept {kept} of {selected} selected")
+    ratio = raw_s / ours_s
+    print(f"\nours/raw over input rows: {ratio:.2f}x (target >= 0.9x: "
+          f"{'met' if ratio >= 0.9 else 'not met'})")
+    print(f"ours/raw over fetched rows: {(selected / ours_s) / (rows / raw_s):.2f}x "
+          f"(select let {selected} of {rows} rows ({selected / rows:.0%}) through to download)")
+    print(f"download stage alone, fetched rows/s: ours {selected / ours['download']:.1f} "
+          f"vs raw {rows / raw_s:.1f}")
+
+
+if __name__ == "__main__":
+    main()
