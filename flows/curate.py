@@ -12,8 +12,12 @@ import argparse
 
 from lumos.config import DEFAULT_PARAMS, load_params
 from lumos.curation import stages
+from lumos.demo import DEFAULT_OUT as MINI_WORLD_DIR
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (create_markdown_artifact, create_progress_artifact,
+                               create_table_artifact, update_progress_artifact)
+
+from flows.mini_world import mini_world_flow
 
 
 @task(task_run_name="{stage}:{source_name}")
@@ -47,11 +51,21 @@ def catalog_flow() -> list[dict]:
 
 
 @flow(name="curate", log_prints=True)
-def curate_flow(params: str = str(DEFAULT_PARAMS), sources: list[str] | None = None) -> list[dict]:
-    """The whole chain for some sources (default: all): what a `curate-<source>` deployment runs."""
-    for stage in stages.STAGES:
-        STAGE_FLOWS[stage](params, sources)
+def curate_flow(params: str = str(DEFAULT_PARAMS), sources: list[str] | None = None,
+                readers: list[str] | None = None) -> list[dict]:
+    """The whole chain for some sources (default: all); `curate-laion` picks readers=[laion]."""
+    chosen = stages.sources(load_params(params).active, sources, readers)
+    if not chosen:
+        raise ValueError(f"no source in {params} matches sources={sources} readers={readers}")
+    names = [s.name for s in chosen]
+    if any(s.serve_mini_world for s in chosen) and not MINI_WORLD_DIR.exists():
+        mini_world_flow(params)
+    progress = create_progress_artifact(0.0, description=f"curation of {', '.join(names)}")
+    for i, stage in enumerate(stages.STAGES, start=1):
+        STAGE_FLOWS[stage](params, names)
+        update_progress_artifact(progress, 100.0 * i / (len(stages.STAGES) + 1))
     funnel = catalog_flow()
+    update_progress_artifact(progress, 100.0)
     rows = "\n".join(f"| {f['source']} | {f['rows_in']} | {f['selected']} | {f['downloaded']} | "
                      f"{f['decoded']} | {f['kept']} |" for f in funnel)
     create_markdown_artifact(
@@ -66,10 +80,11 @@ if __name__ == "__main__":  # img2dataset spawns workers: keep this guard
     parser.add_argument("stage", choices=[*stages.STAGES, "catalog", "all"])
     parser.add_argument("--params", default=str(DEFAULT_PARAMS))
     parser.add_argument("--source", action="append", dest="sources")
+    parser.add_argument("--reader", action="append", dest="readers")
     args = parser.parse_args()
     if args.stage == "catalog":
         catalog_flow()
     elif args.stage == "all":
-        curate_flow(args.params, args.sources)
+        curate_flow(args.params, args.sources, args.readers)
     else:
         STAGE_FLOWS[args.stage](args.params, args.sources)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,3 +38,20 @@ def mini_world(params, tmp_path_factory):
     root = tmp_path_factory.mktemp("mini-world") / "mw"
     manifest = build_mini_world(cfg, root)
     return cfg, root, manifest
+
+
+def copy_project(dst: Path) -> tuple[Path, dict]:
+    """The repository's files (tracked and new, not ignored) in a fresh git repo at ``dst``,
+    and an environment whose PATH starts with this venv (no install in the copy)."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for rel in filter(None, files.split("\0")):
+        if (ROOT / rel).is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dst / rel)
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               PYTHONPATH=str(dst), LUMOS_NO_INSTALL="1")
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=dst, env=env, check=True, capture_output=True)
+    return dst, env

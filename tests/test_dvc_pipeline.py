@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import copy_project
 
 
 def _run(args: list[str], cwd: Path, env: dict) -> str:
@@ -22,20 +19,7 @@ def _run(args: list[str], cwd: Path, env: dict) -> str:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> tuple[Path, dict]:
-    """The repository's files (tracked and new, not ignored) in a fresh git repo."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                           cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    dst = tmp_path_factory.mktemp("clone") / "lumos"
-    for rel in filter(None, files.split("\0")):
-        if (ROOT / rel).is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dst / rel)
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               PYTHONPATH=str(dst))
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
-        _run(cmd, dst, env)
-    return dst, env
+    return copy_project(tmp_path_factory.mktemp("clone"))
 
 
 STAGES = ["mini-world", "curate-select", "curate-download", "curate-score", "curate-keep",

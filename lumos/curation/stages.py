@@ -25,15 +25,15 @@ SELECT, DOWNLOAD, SCORES, KEEP = (ROOT / d for d in ("select", "download", "scor
 FUNNEL = ROOT / "funnel.json"
 
 
-def sources(profile: Profile, names: list[str] | None = None) -> list[Source]:
-    """The mixture's sources, or the named ones (unknown names are an error)."""
+def sources(profile: Profile, names: list[str] | None = None,
+            readers: list[str] | None = None) -> list[Source]:
+    """The mixture's sources: all, the named ones, or those read by the given readers."""
     known = {s.name: s for s in profile.curation.sources}
-    if names is None:
-        return list(known.values())
-    missing = sorted(set(names) - set(known))
+    missing = sorted(set(names or ()) - set(known))
     if missing:
         raise KeyError(f"unknown source(s) {missing}; params has {sorted(known)}")
-    return [known[n] for n in names]
+    return [s for s in known.values()
+            if (names is None or s.name in names) and (readers is None or s.reader in readers)]
 
 
 def run_select(profile: Profile, source: Source) -> dict:
