@@ -119,3 +119,27 @@ def test_near_duplicates_match_brute_force():
                 kept.append((uid, h))
         assert near_duplicates(items, d) == expected
         assert all(uid.startswith("b") for uid in expected)
+
+
+def test_select_reads_metadata_globs_through_fsspec(params, mini_world, tmp_path):
+    import fsspec
+
+    _, root, _ = mini_world
+    table = pq.read_table(root / "metadata.parquet")
+    fs = fsspec.filesystem("memory")
+    half = table.num_rows // 2
+    for i, part in enumerate((table.slice(0, half), table.slice(half))):
+        with fs.open(f"memory://laion/part-{i}.parquet", "wb") as f:
+            pq.write_table(part, f)
+    cfg = params.active.curation
+    remote = select_source(cfg, Source(name="r", reader="laion", metadata="memory://laion/*.parquet"),
+                           tmp_path / "remote")
+    local = select_source(cfg, Source(name="r", reader="laion", metadata=str(root / "metadata.parquet")),
+                          tmp_path / "local")
+    assert remote == local and remote["rows_in"] == table.num_rows
+
+
+def test_unreadable_metadata_is_a_clear_error(params, tmp_path):
+    with pytest.raises(RuntimeError, match="source 'x': cannot read"):
+        select_source(params.active.curation,
+                      Source(name="x", reader="laion", metadata=str(tmp_path / "none*.parquet")), tmp_path)

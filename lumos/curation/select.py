@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
+import fsspec
 
 from lumos.config import Curation, Source
 from lumos.curation.sources import INTERNAL_COLUMNS, READERS
@@ -56,6 +57,9 @@ def select_source(cfg: Curation, source: Source, out_dir: Path | str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     rules, dl = cfg.select, cfg.download
     con = duckdb.connect()
+    protocol = fsspec.utils.get_protocol(source.metadata)
+    if protocol not in ("file", "local"):  # s3://, gs://, memory://...: read through fsspec
+        con.register_filesystem(fsspec.filesystem(protocol))
     try:
         con.execute(f"CREATE TEMP TABLE src AS {READERS[source.reader].sql(source.name, source.metadata)}")
     except duckdb.Error as err:
