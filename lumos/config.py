@@ -228,6 +228,8 @@ class Train(Section):
     gradient_checkpointing: bool = True
     ema_decay: Prob = 0.9999
     seed: int = 0
+    checkpoint_every: PosInt = 5000
+    log_every: PosInt = 100
 
     @model_validator(mode="after")
     def _batch_divides(self) -> Train:
@@ -237,6 +239,22 @@ class Train(Section):
                 f"micro_batch ({self.micro_batch})"
             )
         return self
+
+
+class Features(Section):
+    """The `features` cache: VAE latents and condition tokens, computed once per shard."""
+
+    batch_size: PosInt = 64
+    precision: Precision = "fp32"
+
+
+class Sample(Section):
+    """I2I sampling: variations of input images and interpolations (supplement I.4)."""
+
+    images: PosInt = 4  # input images taken from the catalog
+    variations: PosInt = 4  # samples per input image
+    interpolation_steps: Annotated[int, Field(ge=2)] = 8
+    seed: int = 0
 
 
 class T2IStage(Section):
@@ -297,7 +315,9 @@ class Profile(Section):
     text_encoder: TextEncoder
     model: Model
     diffusion: Diffusion
+    features: Features
     train: Train
+    sample: Sample
     t2i: T2I
     nvs: NVS
     i2v: I2V

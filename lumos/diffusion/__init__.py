@@ -1,0 +1,5 @@
+"""The noise process (DDPM, eq. 1) and samplers with classifier-free guidance."""
+
+from lumos.diffusion.process import GaussianDiffusion
+
+__all__ = ["GaussianDiffusion"]

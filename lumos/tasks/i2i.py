@@ -1,0 +1,44 @@
+"""Lumos-I2I (section 3.1, eq. 1): generate an image's latent from its frozen encoder tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lumos.data.features import FeatureShards
+from lumos.diffusion import GaussianDiffusion
+from lumos.models import ConditionedDiT
+
+
+@dataclass
+class I2ITask:
+    """Data: cached (latent mean, latent std, condition tokens); model: the DiT of eq. (1)."""
+
+    data: FeatureShards
+    variant: str
+    condition_dropout: float
+    diffusion: GaussianDiffusion
+    gradient_checkpointing: bool = False
+    name: str = "i2i"
+
+    def build_model(self) -> ConditionedDiT:
+        mean, cond = self.data.tensors["latent_mean"], self.data.tensors["condition"]
+        return ConditionedDiT(self.variant, latent_channels=mean.shape[1], latent_size=mean.shape[-1],
+                              condition_dim=cond.shape[-1], condition_tokens=cond.shape[1],
+                              gradient_checkpointing=self.gradient_checkpointing)
+
+    def num_samples(self) -> int:
+        return len(self.data)
+
+    def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.data.batch(indices)
+
+    def loss(self, forward: nn.Module, model: ConditionedDiT, batch: dict[str, torch.Tensor],
+             generator: torch.Generator) -> torch.Tensor:
+        mean, std, cond = batch["latent_mean"], batch["latent_std"], batch["condition"]
+        z0 = mean + std * torch.randn(mean.shape, generator=generator).to(mean)  # a posterior sample
+        drop = torch.rand(mean.shape[0], generator=generator) < self.condition_dropout
+        cond = model.drop_condition(cond, drop.to(cond.device))
+        return self.diffusion.loss(forward, z0, cond, generator)

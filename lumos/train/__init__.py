@@ -1,0 +1,1 @@
+"""One training loop for every task: DeepSpeed engine, EMA, checkpoints, exact resume, dvclive."""
