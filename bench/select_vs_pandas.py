@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,7 +45,8 @@ def generate(data: Path, rows: int, files: int, seed: int = 0) -> None:
     from lumos.demo import LAION_SCHEMA
 
     rng = np.random.default_rng(seed)
-    data.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(data, ignore_errors=True)  # no parts left over from an interrupted run
+    data.mkdir(parents=True)
     per = -(-rows // files)
     for k, start in enumerate(range(0, rows, per)):
         n = min(per, rows - start)
@@ -156,7 +158,7 @@ def main() -> None:
         for engine in ("pandas", "duckdb"):
             cmd = [sys.executable, __file__, "--measure", engine, "--data", str(data),
                    "--out", str(work / f"out-{engine}")]
-            done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
             res[engine] = json.loads(done.stdout.strip().splitlines()[-1])
         import duckdb
         a, b = (work / f"out-{e}" / "selected.parquet" for e in ("duckdb", "pandas"))

@@ -36,10 +36,10 @@ def build_catalog(select_root: Path | str, keep_root: Path | str,
         FROM read_parquet('{_q(keep_root)}/*/kept.parquet', union_by_name = true)""")
     con.execute(f"""
         CREATE VIEW rejects AS
-        SELECT uid, source, url, caption, stage, reason
+        SELECT uid, source, url, stage, reason
         FROM read_parquet('{_q(select_root)}/*/rejects.parquet', union_by_name = true)
         UNION ALL
-        SELECT uid, source, url, caption, stage, reason
+        SELECT uid, source, url, stage, reason
         FROM read_parquet('{_q(keep_root)}/*/rejects.parquet', union_by_name = true)""")
     con.execute("""
         CREATE VIEW rejects_by_reason AS

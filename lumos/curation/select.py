@@ -21,6 +21,9 @@ from lumos.curation.sources import INTERNAL_COLUMNS, READERS
 from lumos.io import atomic_write_text
 
 _DNS_WORKERS = 32
+# String functions rather than regular expressions: these run once per metadata row.
+_HTTP = "(starts_with(url, 'http://') OR starts_with(url, 'https://'))"
+_HOST = "lower(split_part(split_part(split_part(split_part(split_part(url, '://', 2), '/', 1), '?', 1), '#', 1), ':', 1))"
 
 
 def _is_public(ip: str) -> bool:
@@ -60,55 +63,64 @@ def select_source(cfg: Curation, source: Source, out_dir: Path | str) -> dict:
     protocol = fsspec.utils.get_protocol(source.metadata)
     if protocol not in ("file", "local"):  # s3://, gs://, memory://...: read through fsspec
         con.register_filesystem(fsspec.filesystem(protocol))
-    try:
-        con.execute(f"CREATE TEMP TABLE src AS {READERS[source.reader].sql(source.name, source.metadata)}")
+    try:  # views, not tables: the metadata streams through each pass, never held in memory
+        con.execute(f"CREATE TEMP VIEW src AS {READERS[source.reader].sql(source.name, source.metadata)}")
+        hosts = [r[0] for r in con.execute(
+            f"SELECT DISTINCT {_HOST} FROM src WHERE {_HTTP}").fetchall()]
     except duckdb.Error as err:
         raise RuntimeError(f"source {source.name!r}: cannot read {source.metadata!r}: {err}") from err
-    hosts = [r[0] for r in con.execute(
-        "SELECT DISTINCT lower(coalesce(regexp_extract(url, '^https?://([^/:?#]+)', 1), '')) "
-        "FROM src WHERE regexp_matches(url, '^https?://')").fetchall()]
     refused = _refused_hosts(hosts, list(dl.allow_hosts))
     con.execute("CREATE TEMP TABLE refused (host VARCHAR, why VARCHAR)")
-    if refused:
+    join = ""
+    if refused:  # the join costs a host extraction per row: only when some host is refused
         con.executemany("INSERT INTO refused VALUES (?, ?)", list(refused.items()))
+        join = f"LEFT JOIN refused r ON {_HTTP.replace('url', 's.url')} AND r.host = {_HOST.replace('url', 's.url')}"
     cols = ", ".join(f"s.{c}" for c in INTERNAL_COLUMNS)
+    why = "r.why" if refused else "NULL"
     con.execute(f"""
-        CREATE TEMP TABLE judged AS
+        CREATE TEMP VIEW ruled AS
         SELECT {cols}, CASE
-            WHEN s.url IS NULL OR NOT regexp_matches(s.url, '^(https?|file)://')
+            WHEN s.url IS NULL OR NOT ({_HTTP.replace('url', 's.url')} OR starts_with(s.url, 'file://'))
                 THEN 'url: unsupported scheme'
             WHEN starts_with(s.url, 'file://') AND NOT {dl.allow_file_urls}
                 THEN 'url: file:// not allowed'
-            WHEN r.why IS NOT NULL THEN 'url: ' || r.why
+            WHEN {why} IS NOT NULL THEN 'url: ' || {why}
             WHEN least(s.width, s.height) <= {rules.min_side} THEN 'resolution'
             WHEN s.aesthetic <= {rules.aesthetic_min} THEN 'aesthetic'
             WHEN s.punsafe > {rules.punsafe_max} THEN 'unsafe'
             WHEN s.pwatermark > {rules.pwatermark_max} THEN 'watermark'
             ELSE NULL END AS reason
-        FROM src s LEFT JOIN refused r
-          ON r.host = lower(regexp_extract(s.url, '^https?://([^/:?#]+)', 1))
+        FROM src s {join}
     """)
-    # Duplicate URLs among the rows still in: the first uid wins.
+    # Only the small sets of losers are materialised. Duplicate URLs among the rows still in:
+    # the smallest uid wins (a hash aggregate, no sort).
     con.execute("""
-        UPDATE judged SET reason = 'duplicate url' WHERE uid IN (
-            SELECT uid FROM (SELECT uid, row_number() OVER (PARTITION BY url ORDER BY uid) AS n
-                             FROM judged WHERE reason IS NULL) WHERE n > 1)
+        CREATE TEMP TABLE dropped AS
+        WITH dup AS (SELECT url, min(uid) AS first FROM ruled WHERE reason IS NULL
+                     GROUP BY url HAVING count(*) > 1)
+        SELECT r.uid, 'duplicate url' AS why FROM ruled r JOIN dup USING (url)
+        WHERE r.reason IS NULL AND r.uid <> dup.first
     """)
     if source.quota is not None:  # a seeded sample: the rows with the smallest seeded hash
         con.execute(f"""
-            UPDATE judged SET reason = 'quota' WHERE uid IN (
-                SELECT uid FROM judged WHERE reason IS NULL
-                ORDER BY hash(uid || '{cfg.seed}'), uid OFFSET {source.quota})
+            INSERT INTO dropped SELECT uid, 'quota' FROM ruled
+            WHERE reason IS NULL AND uid NOT IN (SELECT uid FROM dropped)
+            ORDER BY hash(uid || '{cfg.seed}'), uid OFFSET {source.quota}
         """)
-    _copy(con, f"SELECT {', '.join(INTERNAL_COLUMNS)} FROM judged WHERE reason IS NULL ORDER BY uid",
-          out / "selected.parquet")
-    _copy(con, "SELECT *, 'select' AS stage FROM judged WHERE reason IS NOT NULL ORDER BY uid",
-          out / "rejects.parquet")
-    counts = dict(con.execute(
-        "SELECT coalesce(reason, 'selected'), count(*) FROM judged GROUP BY ALL ORDER BY ALL").fetchall())
+    con.execute("""
+        CREATE TEMP VIEW judged AS
+        SELECT j.*, coalesce(j.reason, d.why) AS final FROM ruled j LEFT JOIN dropped d USING (uid)
+    """)
+    cols = ", ".join(INTERNAL_COLUMNS)
+    _copy(con, f"SELECT {cols} FROM judged WHERE final IS NULL", out / "selected.parquet")
+    _copy(con, "SELECT uid, source, url, final AS reason, 'select' AS stage FROM judged "
+               "WHERE final IS NOT NULL", out / "rejects.parquet")
+    selected = con.execute(f"SELECT count(*) FROM '{out / 'selected.parquet'}'").fetchall()[0][0]
+    rejected = dict(con.execute(
+        f"SELECT reason, count(*) FROM '{out / 'rejects.parquet'}' GROUP BY ALL ORDER BY ALL").fetchall())
     con.close()
-    stats = {"source": source.name, "rows_in": sum(counts.values()),
-             "selected": counts.pop("selected", 0), "rejected": counts}
+    stats = {"source": source.name, "rows_in": selected + sum(rejected.values()),
+             "selected": selected, "rejected": rejected}
     atomic_write_text(out / "stats.json", json.dumps(stats, indent=1, sort_keys=True) + "\n")
     return stats
 
