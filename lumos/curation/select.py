@@ -40,6 +40,11 @@ def host_refusal(host: str, allow_hosts: list[str]) -> str | None:
         return "no host in URL"
     if host in allow_hosts:
         return None
+    try:  # an address literal needs no resolver
+        ip = str(ipaddress.ip_address(host.strip("[]")))
+        return None if _is_public(ip) else f"host {host} resolves to non-public address {ip}"
+    except ValueError:
+        pass
     try:
         ips = {info[4][0] for info in socket.getaddrinfo(host, None)}
     except (socket.gaierror, UnicodeError):
