@@ -4,7 +4,8 @@
 
 Deployments: `curate/curate-<reader>` for each source reader (laion, coyo, sam, journeydb,
 imagenet, folder: the whole curation chain for the sources of that kind in params.yaml),
-`curate/curate-all`, and `mini-world/mini-world`. Runs execute in the project root.
+`curate/curate-all`, `mini-world/mini-world`, and `features-i2i/features-i2i`,
+`train-i2i/train-i2i`, `sample-i2i/sample-i2i`. Runs execute in the project root.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from lumos.curation.sources import READERS
 from prefect import serve
 
 from flows.curate import curate_flow
+from flows.i2i import FLOWS as I2I_FLOWS
 from flows.mini_world import mini_world_flow
 
 if __name__ == "__main__":  # img2dataset (inside curate) spawns workers: keep this guard
@@ -21,4 +23,5 @@ if __name__ == "__main__":  # img2dataset (inside curate) spawns workers: keep t
                    for r in READERS]
     deployments.append(curate_flow.to_deployment(name="curate-all", description="Curate every source"))
     deployments.append(mini_world_flow.to_deployment(name="mini-world"))
+    deployments += [f.to_deployment(name=f"{stage}-i2i") for stage, f in I2I_FLOWS.items()]
     serve(*deployments)

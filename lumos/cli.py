@@ -93,6 +93,27 @@ COMMANDS.register("curate-catalog")(Command(
     _catalog_build, stage=True))
 
 
+def _i2i_stage(stage: str):
+    def run(args: argparse.Namespace) -> int:
+        from lumos.tasks import i2i_stages
+
+        run_stage = {"features": i2i_stages.run_features, "train": i2i_stages.run_train,
+                     "sample": i2i_stages.run_sample}[stage]
+        print(json.dumps(run_stage(load_params(args.params).active), indent=1))
+        return 0
+
+    return run
+
+
+for _stage, _help in (
+    ("features", "cache VAE latents and frozen-encoder tokens of the catalog's images, per shard"),
+    ("train", "train the I2I prior (eq. 1) on the cached features with DeepSpeed; resumes"),
+    ("sample", "I2I variations and an interpolation strip from the last checkpoint"),
+):
+    COMMANDS.register(f"{_stage}-i2i")(Command(f"stage: {_help}", _no_args, _i2i_stage(_stage),
+                                                stage=True))
+
+
 # --------------------------------------------------------------------------- tools
 def _catalog_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("sql", help='a query, e.g. "SELECT source, count(*) FROM images GROUP BY 1"')

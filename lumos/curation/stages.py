@@ -62,7 +62,8 @@ def run_catalog(catalog: Path = DEFAULT_CATALOG) -> list[dict]:
     build_catalog(SELECT, KEEP, catalog)
     rel = query("SELECT * FROM funnel", catalog)
     funnel = [dict(zip(rel.columns, row)) for row in rel.fetchall()]
-    atomic_write_text(FUNNEL, json.dumps(funnel, indent=1) + "\n")
+    by_source = {f["source"]: {k: v for k, v in f.items() if k != "source"} for f in funnel}
+    atomic_write_text(FUNNEL, json.dumps(by_source, indent=1) + "\n")  # `dvc metrics show`
     return funnel
 
 

@@ -36,14 +36,18 @@ class GaussianDiffusion:
     @torch.no_grad()
     def sample(self, eps_fn: EpsFn, condition: torch.Tensor, null: torch.Tensor, shape: tuple[int, ...],
                sampler: str = "dpm-solver++", steps: int = 20, cfg_scale: float = 1.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw latents of ``shape`` guided by ``condition`` against ``null`` (both (B,M,d))."""
+               generator: torch.Generator | None = None,
+               init: torch.Tensor | None = None) -> torch.Tensor:
+        """Draw latents of ``shape`` guided by ``condition`` against ``null`` (both (B,M,d)),
+        starting from ``init`` noise when given (e.g. one noise shared along an interpolation)."""
         scheduler = SAMPLERS[sampler].from_config(self.train_scheduler.config)
         if sampler == "dpm-solver++":
             scheduler = DPMSolverMultistepScheduler.from_config(
                 self.train_scheduler.config, algorithm_type="dpmsolver++", solver_order=2)
         scheduler.set_timesteps(steps, device=condition.device)
-        z = torch.randn(shape, generator=generator, device=condition.device) * scheduler.init_noise_sigma
+        if init is None:
+            init = torch.randn(shape, generator=generator, device=condition.device)
+        z = init.to(condition.device) * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
             z_in = scheduler.scale_model_input(z, t)
             tt = t.expand(shape[0]).to(condition.device)

@@ -23,11 +23,15 @@ class I2ITask:
     gradient_checkpointing: bool = False
     name: str = "i2i"
 
-    def build_model(self) -> ConditionedDiT:
+    def model_args(self) -> dict:
+        """ConditionedDiT's arguments, sized from the cached features (saved with checkpoints)."""
         mean, cond = self.data.tensors["latent_mean"], self.data.tensors["condition"]
-        return ConditionedDiT(self.variant, latent_channels=mean.shape[1], latent_size=mean.shape[-1],
-                              condition_dim=cond.shape[-1], condition_tokens=cond.shape[1],
-                              gradient_checkpointing=self.gradient_checkpointing)
+        return {"variant": self.variant, "latent_channels": mean.shape[1], "latent_size": mean.shape[-1],
+                "condition_dim": cond.shape[-1], "condition_tokens": cond.shape[1],
+                "gradient_checkpointing": self.gradient_checkpointing}
+
+    def build_model(self) -> ConditionedDiT:
+        return ConditionedDiT(**self.model_args())
 
     def num_samples(self) -> int:
         return len(self.data)

@@ -1,0 +1,47 @@
+"""Flows of the I2I prior (section 3.1, supplement H.1): features -> train -> sample.
+
+    python -m flows.i2i features|train|sample     # one stage (what dvc runs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from lumos.config import DEFAULT_PARAMS, load_params
+from lumos.tasks import i2i_stages
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+
+@flow(name="features-i2i", log_prints=True)
+def features_flow(params: str = str(DEFAULT_PARAMS)) -> dict:
+    result = i2i_stages.run_features(load_params(params).active)
+    get_run_logger().info("features-i2i: %s", result)
+    return result
+
+
+@flow(name="train-i2i", log_prints=True)
+def train_flow(params: str = str(DEFAULT_PARAMS)) -> dict:
+    summary = i2i_stages.run_train(load_params(params).active)
+    create_markdown_artifact(
+        key="train-i2i", description="Lumos-I2I training summary",
+        markdown=f"## Lumos-I2I\n\n```json\n{json.dumps(summary, indent=1)}\n```\n")
+    return summary
+
+
+@flow(name="sample-i2i", log_prints=True)
+def sample_flow(params: str = str(DEFAULT_PARAMS)) -> dict:
+    result = i2i_stages.run_sample(load_params(params).active)
+    get_run_logger().info("sample-i2i: %s", result)
+    return result
+
+
+FLOWS = {"features": features_flow, "train": train_flow, "sample": sample_flow}
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=list(FLOWS))
+    parser.add_argument("--params", default=str(DEFAULT_PARAMS))
+    args = parser.parse_args()
+    FLOWS[args.stage](args.params)

@@ -1,0 +1,94 @@
+"""The I2I prior's stages with the project's layout: features -> train -> sample.
+
+    datasets/features/i2i/   VAE latents + condition tokens per catalog shard
+    models/i2i/              checkpoints (model, EMA, optimizer state) and dvclive logs
+    samples/i2i/             variations.png, interpolation.png
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from lumos.config import Profile
+from lumos.curation.catalog import DEFAULT_CATALOG, query
+from lumos.data.extract import extract_features, load_images
+from lumos.data.features import FeatureShards
+from lumos.diffusion import GaussianDiffusion
+from lumos.encoders import build_vae, build_vision_encoder
+from lumos.io import atomic_write_text
+from lumos.sample.i2i import interpolation, load_model, save_grid, variations
+from lumos.tasks.i2i import I2ITask
+from lumos.train.loop import RunSpec, latest_checkpoint, train
+
+FEATURES = Path("datasets/features/i2i")
+MODELS = Path("models/i2i")
+SAMPLES = Path("samples/i2i")
+
+
+def run_features(profile: Profile, catalog: Path = DEFAULT_CATALOG, out: Path = FEATURES) -> dict:
+    fingerprint = {"vae": profile.vae.model_dump(), "vision_encoder": profile.vision_encoder.model_dump(),
+                   "resolution": profile.train.resolution}
+    return extract_features(catalog, out, build_vae(profile.vae), build_vision_encoder(profile.vision_encoder),
+                            profile.train.resolution, profile.features.batch_size, fingerprint)
+
+
+def run_spec(profile: Profile) -> RunSpec:
+    t = profile.train
+    return RunSpec(steps=t.steps, global_batch=t.global_batch, micro_batch=t.micro_batch,
+                   optimizer=t.optimizer, precision=t.precision, zero_stage=t.zero_stage,
+                   ema_decay=t.ema_decay, seed=t.seed, checkpoint_every=t.checkpoint_every,
+                   log_every=t.log_every)
+
+
+def _resumable(out: Path, config: dict) -> bool:
+    """A checkpoint may be resumed only by a run of the same config (the step count aside)."""
+    ckpt = latest_checkpoint(out)
+    if ckpt is None:
+        return False
+    saved = json.loads((ckpt / "config.json").read_text())
+    keep = lambda c: {k: v for k, v in c.items() if k not in ("step", "schedule")}  # noqa: E731
+    return keep(saved) == keep(config)
+
+
+def run_train(profile: Profile, features: Path = FEATURES, out: Path = MODELS,
+              stop_after: int | None = None) -> dict:
+    data = FeatureShards(features)
+    task = I2ITask(data, profile.model.variant, profile.model.condition_dropout,
+                   GaussianDiffusion(profile.diffusion.train_steps),
+                   profile.train.gradient_checkpointing)
+    config = {"task": "i2i", "model_args": task.model_args(),
+              "encoders": {"vae": profile.vae.model_dump(), "vision_encoder": profile.vision_encoder.model_dump()},
+              "train": profile.train.model_dump(exclude={"steps", "checkpoint_every", "log_every"}),
+              "schedule": {"steps": profile.train.steps}, "diffusion": profile.diffusion.model_dump(),
+              "features": {"samples": len(data), "keys_head": data.keys[:3]}}
+    if out.exists() and not _resumable(out, config):
+        shutil.rmtree(out)  # another config: start afresh rather than resume a different run
+    result = train(task, run_spec(profile), out, config, stop_after=stop_after)
+    losses = result["losses"]
+    k = max(1, len(losses) // 5)
+    summary = {"steps": result["step"], "loss_first": sum(losses[:k]) / k,
+               "loss_last": sum(losses[-k:]) / k, "checkpoint": result["checkpoint"]}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def run_sample(profile: Profile, models: Path = MODELS, catalog: Path = DEFAULT_CATALOG,
+               out: Path = SAMPLES) -> dict:
+    ckpt = latest_checkpoint(models)
+    if ckpt is None:
+        raise FileNotFoundError(f"no finished checkpoint in {models}: run train-i2i first")
+    model, config = load_model(ckpt)
+    vae, encoder = build_vae(profile.vae), build_vision_encoder(profile.vision_encoder)
+    s, res = profile.sample, profile.train.resolution
+    rows = query(f"SELECT shard, key, member FROM images ORDER BY key LIMIT {max(s.images, 2)}",
+                 catalog).fetchall()
+    images = [im for shard, key, member in rows for im in load_images(shard, [(key, member)])]
+    grid = variations(model, vae, encoder, images[: s.images], s.variations, res, profile.diffusion, s.seed)
+    save_grid(grid, out / "variations.png", per_row=s.variations + 1)
+    strip = interpolation(model, vae, encoder, images[0], images[1], s.interpolation_steps, res,
+                          profile.diffusion, s.seed)
+    save_grid(strip, out / "interpolation.png", per_row=strip.shape[0])
+    return {"checkpoint": str(ckpt), "variations": str(out / "variations.png"),
+            "interpolation": str(out / "interpolation.png"), "inputs": [r[1] for r in rows]}
