@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -23,7 +24,7 @@ def project(tmp_path_factory) -> tuple[Path, dict]:
 
 
 STAGES = ["mini-world", "curate-select", "curate-download", "curate-score", "curate-keep",
-          "curate-catalog"]
+          "curate-catalog", "features-i2i", "train-i2i", "sample-i2i"]
 
 
 def _ran(output: str) -> list[str]:
@@ -47,6 +48,10 @@ def test_second_repro_runs_nothing(project):
     assert "Data and pipelines are up to date" in status
     out = _run(["lumos", "catalog", "SELECT count(*) AS kept FROM images"], root, env)
     assert int(out.split("│")[-2]) > 50
+    summary = json.loads((root / "models/i2i/summary.json").read_text())
+    assert summary["steps"] == 40 and summary["loss_last"] < summary["loss_first"]
+    for png in ("variations.png", "interpolation.png"):
+        assert (root / "samples/i2i" / png).stat().st_size > 1000
 
 
 def test_keep_threshold_change_reruns_keep_and_catalog_only(project):
@@ -55,7 +60,9 @@ def test_keep_threshold_change_reruns_keep_and_catalog_only(project):
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["profiles"]["tiny"]["curation"]["keep"]["aesthetic_min"] = 6.0
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert _ran(_run(["dvc", "repro"], root, env)) == ["curate-keep", "curate-catalog"]
+    ran = _run(["dvc", "repro"], root, env)
+    assert _ran(ran)[:2] == ["curate-keep", "curate-catalog"]  # and what is downstream of keep
+    assert not {"mini-world", "curate-select", "curate-download", "curate-score"} & set(_ran(ran))
 
 
 def test_only_the_active_profile_is_tracked(project):
