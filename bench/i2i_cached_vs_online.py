@@ -12,10 +12,12 @@ The encoders are the active profile's (tiny: random AutoencoderKL, 2-layer ViT a
 ``vision_encoder.resolution``); ``--resolution`` sets the image side (default 128, a multiple of
 16 and of the VAE's factor 8), so the latent is R/8 x R/8. The image pool (``--pool`` random
 images, torch seed 0) is encoded once, untimed, to write the cached shard. Each mode runs in its
-own subprocess; the first ``--warmup`` steps are not timed. Target: cached/online >= 3x.
+own subprocess with ``--threads`` torch threads (default 1: on a shared 2-core machine two
+threads stall whenever another process holds a core); the first ``--warmup`` steps are not
+timed. Target: cached/online >= 3x.
 
     .venv/bin/python bench/i2i_cached_vs_online.py --resolution 64 --steps 5   # quick check
-    .venv/bin/python bench/i2i_cached_vs_online.py                             # R=128, B=8, 20 steps
+    .venv/bin/python bench/i2i_cached_vs_online.py                             # R=128, B=8, 50 steps
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def measure(mode: str, args: argparse.Namespace, work: Path) -> dict:
     from lumos.tasks.i2i import I2ITask
     from lumos.train.loop import step_generator
 
+    torch.set_num_threads(args.threads)
     profile = load_profile(PARAMS)
     vae, encoder = build_vae(profile.vae), build_vision_encoder(profile.vision_encoder)
     if args.resolution % 16 or args.resolution % vae.downsample:
@@ -95,10 +98,12 @@ def main() -> None:
     ap.add_argument("--variant", default="tiny", choices=["tiny", "B/2", "L/2", "XL/2"])
     ap.add_argument("--resolution", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--pool", type=int, default=64, help="distinct images the batches draw from")
     ap.add_argument("--gradient-checkpointing", action="store_true")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads per child (1: robust on a shared CPU, see bench/README.md)")
     ap.add_argument("--measure", choices=["cached", "online"], help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()

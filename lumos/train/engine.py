@@ -41,6 +41,12 @@ def init_distributed() -> None:
                                verbose=False)
 
 
+def rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
 def world_size() -> int:
     import torch.distributed as dist
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from lumos.config import Optimizer
 from lumos.train.ema import EMA
-from lumos.train.engine import deepspeed_config, init_distributed, world_size
+from lumos.train.engine import deepspeed_config, init_distributed, rank, world_size
 
 
 class Task(Protocol):
@@ -55,8 +55,9 @@ class RunSpec:
     log_every: int
 
 
-def step_generator(seed: int, step: int, micro: int) -> torch.Generator:
-    return torch.Generator().manual_seed(hash((seed, step, micro)) & (2**63 - 1))
+def step_generator(seed: int, step: int, micro: int, rank: int = 0) -> torch.Generator:
+    """The generator of one micro-batch: each rank draws different samples and noise."""
+    return torch.Generator().manual_seed(hash((seed, step, micro, rank)) & (2**63 - 1))
 
 
 def _batch_indices(n: int, size: int, g: torch.Generator) -> torch.Tensor:
@@ -69,19 +70,26 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 
 def save_checkpoint(engine, ema: EMA, out: Path, step: int, config: dict, losses: list[float]) -> Path:
-    """model.safetensors + ema.safetensors + config.json, and DeepSpeed's optimizer/scheduler
-    state for resume; the DONE marker is written last, so a half-written checkpoint is ignored."""
+    """model.safetensors + ema.safetensors + config.json (rank 0), and DeepSpeed's optimizer and
+    scheduler state for resume (every rank); the DONE marker is written last, so a half-written
+    checkpoint is never resumed from."""
+    import torch.distributed as dist
+
     ckpt = out / "checkpoints" / f"step-{step:07d}"
-    shutil.rmtree(ckpt, ignore_errors=True)
-    ckpt.mkdir(parents=True)
-    module = engine.module
-    save_file({k: v.detach().float().contiguous().cpu() for k, v in module.state_dict().items()},
-              str(ckpt / "model.safetensors"))
-    save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, str(ckpt / "ema.safetensors"))
-    (ckpt / "config.json").write_text(json.dumps({**config, "step": step}, indent=1, sort_keys=True))
-    (ckpt / "losses.json").write_text(json.dumps(losses))
+    if rank() == 0:
+        shutil.rmtree(ckpt, ignore_errors=True)
+        ckpt.mkdir(parents=True)
+        module = engine.module
+        save_file({k: v.detach().float().contiguous().cpu() for k, v in module.state_dict().items()},
+                  str(ckpt / "model.safetensors"))
+        save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, str(ckpt / "ema.safetensors"))
+        (ckpt / "config.json").write_text(json.dumps({**config, "step": step}, indent=1, sort_keys=True))
+        (ckpt / "losses.json").write_text(json.dumps(losses))
+    dist.barrier()
     engine.save_checkpoint(str(ckpt / "deepspeed"), tag="state", client_state={"step": step})
-    (ckpt / "DONE").write_text(str(step))
+    dist.barrier()
+    if rank() == 0:
+        (ckpt / "DONE").write_text(str(step))
     return ckpt
 
 
@@ -113,15 +121,16 @@ def train(task: Task, spec: RunSpec, out_dir: Path | str, config: dict,
         losses = json.loads((resume / "losses.json").read_text())
     accum = ds_config["gradient_accumulation_steps"]
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(spec.precision, torch.float32)
+    lead = rank() == 0  # rank 0 logs and shows progress
     live = Live(str(log_dir or out / "dvclive"), resume=resume is not None, dvcyaml=False,
-                save_dvc_exp=False, report=None)  # dvc.yaml declares the plots itself
+                save_dvc_exp=False, report=None) if lead else None  # dvc.yaml declares the plots
     last = spec.steps if stop_after is None else min(spec.steps, stop_after)
     bar = tqdm(range(start, last), initial=start, total=spec.steps, desc=f"train {task.name}",
-               dynamic_ncols=True)
+               dynamic_ncols=True, disable=not lead)
     for step in bar:
         step_loss = 0.0
         for micro in range(accum):
-            g = step_generator(spec.seed, step, micro)
+            g = step_generator(spec.seed, step, micro, rank())
             batch = task.batch(_batch_indices(task.num_samples(), spec.micro_batch, g))
             batch = {k: v.to(engine.device, dtype if v.is_floating_point() else v.dtype)
                      for k, v in batch.items()}
@@ -132,12 +141,14 @@ def train(task: Task, spec: RunSpec, out_dir: Path | str, config: dict,
         ema.update(engine.module)
         losses.append(step_loss)
         bar.set_postfix(loss=f"{step_loss:.4f}")
-        live.step = step + 1
-        live.log_metric("train/loss", step_loss)
-        live.log_metric("train/lr", engine.get_lr()[0])
-        if (step + 1) % spec.log_every == 0 or step + 1 == last:
-            live.make_summary()
+        if live is not None:
+            live.step = step + 1
+            live.log_metric("train/loss", step_loss)  # this rank's loss
+            live.log_metric("train/lr", engine.get_lr()[0])
+            if (step + 1) % spec.log_every == 0 or step + 1 == last:
+                live.make_summary()
         if (step + 1) % spec.checkpoint_every == 0 or step + 1 == last:
             save_checkpoint(engine, ema, out, step + 1, config, losses)
-    live.end()
+    if live is not None:
+        live.end()
     return {"losses": losses, "step": last, "checkpoint": str(latest_checkpoint(out))}
