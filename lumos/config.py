@@ -161,11 +161,25 @@ class Curation(Section):
 
 
 class T2IData(Section):
-    """The text-image set (supplement G.2): aesthetic > 5.5, InternVL long captions."""
+    """The text-image subset (supplement G.2): resolution > 512, aesthetic > 5.5, per-source quotas."""
 
+    min_side: PosInt = 512
     aesthetic_min: float = 5.5
-    captioner: str | None = "OpenGVLab/InternVL3-1B-hf"  # None: tiny random InternVL
-    long_caption_ratio: Prob = 0.5  # DALL-E 3 style mixing of long and raw captions
+    quotas: dict[str, PosInt] = {}  # source name -> rows at most (a seeded sample); absent: all
+    seed: int = 0
+    long_caption_ratio: Prob = 0.95  # DALL-E 3: long captions mixed with the raw ones
+
+
+class Captioner(Section):
+    """InternVL long captions (supplement G.2), generated once and cached per shard."""
+
+    model: str | None = "OpenGVLab/InternVL3-8B-hf"  # hub name or path; None: tiny random InternVL
+    prompt: str = "Describe this image in detail."
+    max_new_tokens: PosInt = 256
+    batch_size: PosInt = 8
+    do_sample: bool = False
+    num_beams: PosInt = 1
+    precision: Precision = "bf16"
 
 
 # --------------------------------------------------------------------------- encoders
@@ -310,6 +324,7 @@ class Profile(Section):
     mini_world: MiniWorld
     curation: Curation
     t2i_data: T2IData
+    captioner: Captioner
     vae: VAE
     vision_encoder: VisionEncoder
     text_encoder: TextEncoder

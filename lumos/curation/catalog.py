@@ -7,6 +7,8 @@ Views (paths inside are relative to the project root, where queries run):
     rejects           every dropped row with the stage that dropped it and why
     rejects_by_reason counts of rejects per source, stage and reason
     funnel            per source: rows_in -> selected -> downloaded -> decoded -> kept
+
+and, once the T2I stages have run: t2i_subset, captions, images_captioned (images + long caption).
 """
 
 from __future__ import annotations
@@ -62,10 +64,30 @@ def build_catalog(select_root: Path | str, keep_root: Path | str,
     return counts
 
 
+# Views over what later stages add (relative to the project root), defined when their files
+# exist: the catalog "gains" them without a stage writing into another stage's output.
+CAPTIONS = Path("datasets/t2i/captions/captions.parquet")
+T2I_SUBSET = Path("datasets/t2i/subset/subset.parquet")
+OPTIONAL_VIEWS = {
+    "captions": (CAPTIONS, f"SELECT * FROM read_parquet('{CAPTIONS}')"),
+    "t2i_subset": (T2I_SUBSET, f"SELECT * FROM read_parquet('{T2I_SUBSET}')"),
+    "images_captioned": (CAPTIONS, "SELECT i.*, c.long_caption, c.model_id AS caption_model "
+                                   "FROM images i LEFT JOIN captions c USING (uid)"),
+}
+
+
 def query(sql: str, catalog: Path | str = DEFAULT_CATALOG) -> duckdb.DuckDBPyRelation:
-    """Run SQL against the catalog (read-only)."""
+    """Run SQL against the catalog (read-only), with the optional views whose files exist."""
+    return connect(catalog).sql(sql)
+
+
+def connect(catalog: Path | str = DEFAULT_CATALOG) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the catalog, with the optional views whose files exist."""
     catalog = Path(catalog)
     if not catalog.exists():
-        raise FileNotFoundError(f"no catalog at {catalog}: run `dvc repro catalog` first")
+        raise FileNotFoundError(f"no catalog at {catalog}: run `dvc repro curate-catalog` first")
     con = duckdb.connect(str(catalog), read_only=True)
-    return con.sql(sql)
+    for name, (path, view) in OPTIONAL_VIEWS.items():
+        if path.exists():
+            con.execute(f"CREATE TEMP VIEW {name} AS {view}")
+    return con

@@ -1,0 +1,44 @@
+"""The text-image set's stages (supplement G.2, H.2): T2I subset -> captions -> T5 cache.
+
+    datasets/t2i/subset/     subset.parquet + stats.json (the versioned T2I index)
+    datasets/t2i/captions/   parts/<shard>.parquet, captions.parquet (keyed by uid)
+    datasets/features/t5/    T5 embeddings of raw and long captions, per shard
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lumos.caption.captions import caption_subset
+from lumos.caption.subset import select_t2i
+from lumos.config import Profile
+from lumos.curation.catalog import CAPTIONS, DEFAULT_CATALOG, T2I_SUBSET
+from lumos.data.text_features import extract_text_features
+from lumos.encoders.t5 import T5TextEncoder
+
+SUBSET_DIR, CAPTIONS_DIR, T5_DIR = T2I_SUBSET.parent, CAPTIONS.parent, Path("datasets/features/t5")
+
+
+def run_subset(profile: Profile, catalog: Path = DEFAULT_CATALOG) -> dict:
+    return select_t2i(catalog, profile.t2i_data, SUBSET_DIR)
+
+
+def build_captioner(profile: Profile):
+    from lumos.caption.internvl import CaptionSettings, Captioner
+
+    c = profile.captioner
+    return Captioner(CaptionSettings(model=c.model, prompt=c.prompt, max_new_tokens=c.max_new_tokens,
+                                     batch_size=c.batch_size, do_sample=c.do_sample,
+                                     num_beams=c.num_beams, precision=c.precision))
+
+
+def run_caption(profile: Profile, stop_after: int | None = None) -> dict:
+    return caption_subset(T2I_SUBSET, CAPTIONS_DIR, build_captioner(profile), stop_after=stop_after)
+
+
+def run_text_features(profile: Profile) -> dict:
+    t = profile.text_encoder
+    encoder = T5TextEncoder.from_config(t)
+    fingerprint = {"text_encoder": t.model_dump(), "model": encoder.name}
+    return extract_text_features(T2I_SUBSET, CAPTIONS, T5_DIR, encoder, batch_size=64,
+                                 precision=t.precision, fingerprint=fingerprint)
