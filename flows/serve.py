@@ -5,7 +5,8 @@
 Deployments: `curate/curate-<reader>` for each source reader (laion, coyo, sam, journeydb,
 imagenet, folder: the whole curation chain for the sources of that kind in params.yaml),
 `curate/curate-all`, `mini-world/mini-world`, and `features-i2i/features-i2i`,
-`train-i2i/train-i2i`, `sample-i2i/sample-i2i`. Runs execute in the project root.
+`train-i2i/train-i2i`, `sample-i2i/sample-i2i`, `t2i-subset/t2i-subset`, `caption/caption`,
+`features-t5/features-t5`. Runs execute in the project root.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from lumos.curation.sources import READERS
 from prefect import serve
 
+from flows.caption import FLOWS as CAPTION_FLOWS
 from flows.curate import curate_flow
 from flows.i2i import FLOWS as I2I_FLOWS
 from flows.mini_world import mini_world_flow
@@ -24,4 +26,5 @@ if __name__ == "__main__":  # img2dataset (inside curate) spawns workers: keep t
     deployments.append(curate_flow.to_deployment(name="curate-all", description="Curate every source"))
     deployments.append(mini_world_flow.to_deployment(name="mini-world"))
     deployments += [f.to_deployment(name=f"{stage}-i2i") for stage, f in I2I_FLOWS.items()]
+    deployments += [f.to_deployment(name=f.name) for f in CAPTION_FLOWS.values()]
     serve(*deployments)

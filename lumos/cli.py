@@ -114,6 +114,26 @@ for _stage, _help in (
                                                 stage=True))
 
 
+def _t2i_data_stage(stage: str):
+    def run(args: argparse.Namespace) -> int:
+        from lumos.caption import stages
+
+        run_stage = {"subset": stages.run_subset, "caption": stages.run_caption,
+                     "t5": stages.run_text_features}[stage]
+        print(json.dumps(run_stage(load_params(args.params).active), indent=1))
+        return 0
+
+    return run
+
+
+for _name, _stage, _help in (
+    ("t2i-subset", "subset", "the T2I subset of the catalog (resolution, aesthetic > 5.5, quotas)"),
+    ("caption", "caption", "InternVL long captions of the T2I subset, resumable per shard"),
+    ("features-t5", "t5", "T5 embeddings of raw and long captions, cached per shard"),
+):
+    COMMANDS.register(_name)(Command(f"stage: {_help}", _no_args, _t2i_data_stage(_stage), stage=True))
+
+
 # --------------------------------------------------------------------------- tools
 def _catalog_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("sql", help='a query, e.g. "SELECT source, count(*) FROM images GROUP BY 1"')

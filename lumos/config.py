@@ -180,6 +180,8 @@ class Captioner(Section):
     do_sample: bool = False
     num_beams: PosInt = 1
     precision: Precision = "bf16"
+    crop_to_patches: bool = False  # one tile per image (InternVL's processor tiles by default)
+    seed: int = 0  # for sampled captions
 
 
 # --------------------------------------------------------------------------- encoders
@@ -357,6 +359,20 @@ class Params(Section):
         return self.profiles[self.profile]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error, not a silent overwrite."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def _format_errors(path: Path, err: ValidationError) -> str:
     lines = [f"{path}: {err.error_count()} invalid value(s)"]
     for e in err.errors():
@@ -390,7 +406,7 @@ def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such params file") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     return parse_params(data, path)

@@ -55,3 +55,38 @@ def copy_project(dst: Path) -> tuple[Path, dict]:
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
         subprocess.run(cmd, cwd=dst, env=env, check=True, capture_output=True)
     return dst, env
+
+
+class Run:
+    """Paths of one curation run of the mini-world source."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.select, self.download = base / "select" / "mw", base / "download" / "mw"
+        self.scores, self.keep = base / "scores" / "mw", base / "keep" / "mw"
+        self.catalog = base / "catalog.duckdb"
+
+
+@pytest.fixture(scope="session")
+def curated(params, mini_world, tmp_path_factory):
+    """The whole curation chain run once on the mini-world (served on loopback)."""
+    from lumos.config import Source
+    from lumos.curation.catalog import build_catalog
+    from lumos.curation.download import download_source
+    from lumos.curation.keep import keep_source
+    from lumos.curation.score import score_source
+    from lumos.curation.select import select_source
+    from lumos.demo import serve_mini_world
+
+    world_cfg, root, _ = mini_world
+    cfg = params.active.curation.model_copy(update={"download": params.active.curation.download.model_copy(
+        update={"samples_per_shard": 50})})
+    source = Source(name="mw", reader="laion", metadata=str(root / "metadata.parquet"))
+    run = Run(tmp_path_factory.mktemp("curated"))
+    select_source(cfg, source, run.select)
+    with serve_mini_world(root, world_cfg.base_url):
+        download_source(run.select / "selected.parquet", run.download, cfg.download)
+    score_source(run.download, run.scores, cfg.score)
+    keep_source(run.select / "selected.parquet", run.download, run.scores, run.keep, cfg.keep)
+    build_catalog(run.base / "select", run.base / "keep", run.catalog)
+    return cfg, root, run

@@ -110,6 +110,14 @@ def test_bad_values_fail_naming_file_and_key(raw, tmp_path, key, value, where, w
     assert words in msg
 
 
+def test_a_key_given_twice_is_an_error(tmp_path):
+    text = (ROOT / "params.yaml").read_text().replace("profile: tiny", "profile: tiny\nprofile: paper", 1)
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="duplicate key 'profile'"):
+        load_params(path)
+
+
 def test_bad_yaml_and_missing_file_are_config_errors(tmp_path):
     bad = tmp_path / "p.yaml"
     bad.write_text("profile: [tiny\n")

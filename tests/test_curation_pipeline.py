@@ -19,41 +19,11 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from lumos.config import Source
-from lumos.curation.catalog import build_catalog, query
-from lumos.curation.download import download_source
+from lumos.curation.catalog import query
 from lumos.curation.keep import keep_source
 from lumos.curation.score import score_source
-from lumos.curation.select import select_source
-from lumos.demo import serve_mini_world
 
 from conftest import ROOT
-
-
-class Run:
-    """Paths of one curation run of the mini-world source."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.select, self.download = base / "select" / "mw", base / "download" / "mw"
-        self.scores, self.keep = base / "scores" / "mw", base / "keep" / "mw"
-        self.catalog = base / "catalog.duckdb"
-
-
-@pytest.fixture(scope="module")
-def curated(params, mini_world, tmp_path_factory):
-    world_cfg, root, _ = mini_world
-    cfg = params.active.curation.model_copy(update={"download": params.active.curation.download.model_copy(
-        update={"samples_per_shard": 50})})
-    source = Source(name="mw", reader="laion", metadata=str(root / "metadata.parquet"))
-    run = Run(tmp_path_factory.mktemp("curated"))
-    select_source(cfg, source, run.select)
-    with serve_mini_world(root, world_cfg.base_url):
-        download_source(run.select / "selected.parquet", run.download, cfg.download)
-    score_source(run.download, run.scores, cfg.score)
-    keep_source(run.select / "selected.parquet", run.download, run.scores, run.keep, cfg.keep)
-    build_catalog(run.base / "select", run.base / "keep", run.catalog)
-    return cfg, root, run
 
 
 def _truth(root: Path) -> dict[str, dict]:

@@ -24,7 +24,8 @@ def project(tmp_path_factory) -> tuple[Path, dict]:
 
 
 STAGES = ["mini-world", "curate-select", "curate-download", "curate-score", "curate-keep",
-          "curate-catalog", "features-i2i", "train-i2i", "sample-i2i"]
+          "curate-catalog", "features-i2i", "train-i2i", "sample-i2i", "t2i-subset", "caption",
+          "features-t5"]
 
 
 def _ran(output: str) -> list[str]:
@@ -52,6 +53,8 @@ def test_second_repro_runs_nothing(project):
     assert summary["steps"] == 40 and summary["loss_last"] < summary["loss_first"]
     for png in ("variations.png", "interpolation.png"):
         assert (root / "samples/i2i" / png).stat().st_size > 1000
+    out = _run(["lumos", "catalog", "SELECT count(long_caption) FROM images_captioned"], root, env)
+    assert int(out.split("│")[-2]) > 20  # the T2I subset was captioned
 
 
 def test_keep_threshold_change_reruns_keep_and_catalog_only(project):

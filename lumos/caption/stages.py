@@ -26,10 +26,7 @@ def run_subset(profile: Profile, catalog: Path = DEFAULT_CATALOG) -> dict:
 def build_captioner(profile: Profile):
     from lumos.caption.internvl import CaptionSettings, Captioner
 
-    c = profile.captioner
-    return Captioner(CaptionSettings(model=c.model, prompt=c.prompt, max_new_tokens=c.max_new_tokens,
-                                     batch_size=c.batch_size, do_sample=c.do_sample,
-                                     num_beams=c.num_beams, precision=c.precision))
+    return Captioner(CaptionSettings(**profile.captioner.model_dump()))
 
 
 def run_caption(profile: Profile, stop_after: int | None = None) -> dict:
