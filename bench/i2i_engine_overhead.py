@@ -9,9 +9,8 @@ same ``I2ITask.loss``, batches, noise and dropout (``step_generator(seed, step, 
   bare    a plain loop: ``torch.optim.AdamW``, the same accumulation (loss / accum), clipping
           and linear warm-up (LambdaLR); no EMA, no logging, no checkpoint
 
-Features: one synthetic shard (``write_feature_shard``, seed 0) of ``--samples`` samples, latent
-(C,S,S), condition (M,d) (default: the tiny profile's (4,8,8), (1,32)). Batch sizes, lr, ZeRO
-stage (or ``--zero-stage``), precision, checkpointing, log_every: the profile's ``train``.
+Features: a synthetic shard (``write_feature_shard``), latent (C,S,S), condition (M,d) (tiny's
+(4,8,8), (1,32)); batches, lr, ZeRO (or ``--zero-stage``), log_every...: the profile's ``train``.
 
 Timing (both alike): a wrapper's ``batch()`` stamps the start of each step's micro-step 0; per
 step = (start of the last step - start of step ``--warmup``) / (steps - 1 - warmup), so set-up,
@@ -107,8 +106,7 @@ def measure(side: str, args: argparse.Namespace, work: Path) -> dict:
     timed = Timed(task, accum)
     losses = (train(timed, spec, tempfile.mkdtemp(dir=work), config={})["losses"] if side == "engine"
               else bare(timed, spec, accum))
-    st = timed.stamps  # len(st) == args.steps
-    keys = ("global_batch", "micro_batch", "zero_stage", "precision", "log_every")
+    st, keys = timed.stamps, ("global_batch", "micro_batch", "zero_stage", "precision", "log_every")
     return {"per_step_s": (st[-1] - st[args.warmup]) / (len(st) - 1 - args.warmup), "losses": losses,
             "spec": {k: getattr(spec, k) for k in keys}}
 

@@ -13,8 +13,9 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        for n, p in model.named_parameters():
-            self.shadow[n].lerp_(p.detach().float(), 1.0 - self.decay)
+        """shadow <- decay * shadow + (1 - decay) * param, for all tensors in one fused call."""
+        params = [p.detach().float() for _, p in model.named_parameters()]
+        torch._foreach_lerp_(list(self.shadow.values()), params, 1.0 - self.decay)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return dict(self.shadow)

@@ -56,6 +56,9 @@ def world_size() -> int:
 def deepspeed_config(global_batch: int, micro_batch: int, optimizer: Optimizer, precision: str,
                      zero_stage: int, world: int) -> dict:
     """The engine's JSON config: batch split, ZeRO, mixed precision, AdamW + linear warm-up."""
+    # ZeRO partitions optimizer state and gradients across ranks; one process has nothing to
+    # partition, and stage 2's bucketing would only add copies (bench/i2i_engine_overhead.py).
+    zero_stage = zero_stage if world > 1 else 0
     if global_batch % (micro_batch * world):
         raise ValueError(f"global_batch {global_batch} is not a multiple of micro_batch "
                          f"{micro_batch} x world size {world}")

@@ -140,13 +140,13 @@ def train(task: Task, spec: RunSpec, out_dir: Path | str, config: dict,
             step_loss += loss.item() / accum
         ema.update(engine.module)
         losses.append(step_loss)
-        bar.set_postfix(loss=f"{step_loss:.4f}")
-        if live is not None:
+        if live is not None and ((step + 1) % spec.log_every == 0 or step + 1 == last):
+            window = losses[-(step % spec.log_every + 1):]
+            bar.set_postfix(loss=f"{step_loss:.4f}")
             live.step = step + 1
-            live.log_metric("train/loss", step_loss)  # this rank's loss
+            live.log_metric("train/loss", sum(window) / len(window))  # mean since the last log
             live.log_metric("train/lr", engine.get_lr()[0])
-            if (step + 1) % spec.log_every == 0 or step + 1 == last:
-                live.make_summary()
+            live.make_summary()
         if (step + 1) % spec.checkpoint_every == 0 or step + 1 == last:
             save_checkpoint(engine, ema, out, step + 1, config, losses)
     if live is not None:
