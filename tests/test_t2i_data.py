@@ -86,6 +86,43 @@ def test_killed_captioning_resumes_to_the_same_parquet(subset, captioner, tmp_pa
     assert again["shards_captioned"] == 0
 
 
+KILLABLE = """
+import sys
+from lumos.caption.captions import caption_subset
+from lumos.caption.internvl import CaptionSettings, Captioner
+subset, out = sys.argv[1:]
+caption_subset(subset, out, Captioner(CaptionSettings(model=None, max_new_tokens=150, batch_size=4,
+                                                       precision="fp32")))
+"""
+
+
+def test_kill_9_mid_captioning_then_rerun_gives_the_same_parquet(subset, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "caption.py"
+    script.write_text(KILLABLE)
+    runs = {}
+    for name in ("killed", "whole"):
+        args = [sys.executable, str(script), str(subset), str(tmp_path / name)]
+        if name == "killed":
+            proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.time() + 120
+            while time.time() < deadline and not list((tmp_path / name / "parts").glob("*.parquet")):
+                time.sleep(0.02)
+            os.kill(proc.pid, signal.SIGKILL)  # mid-run: the first shard is done, the next is not
+            proc.wait()
+            assert not (tmp_path / name / "captions.parquet").exists()
+        subprocess.run(args, check=True, capture_output=True)
+        runs[name] = pq.read_table(tmp_path / name / "captions.parquet")
+    assert runs["killed"].equals(runs["whole"])
+    uids = runs["whole"].column("uid").to_pylist()
+    assert len(uids) == len(set(uids)) == pq.read_metadata(subset).num_rows
+
+
 def test_t5_cache_holds_both_caption_kinds(subset, captioner, tmp_path):
     caption_subset(subset, tmp_path / "cap", captioner)
     enc = T5TextEncoder.from_config(TextEncoder(pretrained=None, max_length=24, precision="fp32"))
