@@ -7,7 +7,6 @@ rejected with its reason.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,7 +16,6 @@ from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
-import pytest
 
 from lumos.curation.catalog import query
 from lumos.curation.keep import keep_source

@@ -81,7 +81,7 @@ def test_token_modes_are_views_of_the_same_tokens(name, images):
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_topk_larger_than_patch_count_is_rejected(name):
-    with pytest.raises(ValueError, match=rf"topk=17\b.*\(16\)"):
+    with pytest.raises(ValueError, match=r"topk=17\b.*\(16\)"):
         build_vision_encoder(vcfg(name, "topk", topk=17))
     assert build_vision_encoder(vcfg(name, "topk", topk=16)).num_tokens == 17
 
