@@ -134,6 +134,30 @@ for _name, _stage, _help in (
     COMMANDS.register(_name)(Command(f"stage: {_help}", _no_args, _t2i_data_stage(_stage), stage=True))
 
 
+def _prepare_webvid(args: argparse.Namespace) -> int:
+    from lumos.video.stages import run_prepare_webvid
+
+    print(json.dumps(run_prepare_webvid(load_params(args.params).active), indent=1, default=str))
+    return 0
+
+
+COMMANDS.register("prepare-webvid")(Command(
+    "stage: WebVid-format clips -> 16 frames at interval 3, sharded, with rejects", _no_args,
+    _prepare_webvid, stage=True))
+
+
+def _render(args: argparse.Namespace) -> int:
+    from lumos.render.stages import run_render
+
+    print(json.dumps(run_render(load_params(args.params).active), indent=1))
+    return 0
+
+
+COMMANDS.register("render-objaverse")(Command(
+    "stage: render every object at nvs.views random cameras + the GSO protocol", _no_args,
+    _render, stage=True))
+
+
 # --------------------------------------------------------------------------- tools
 def _catalog_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("sql", help='a query, e.g. "SELECT source, count(*) FROM images GROUP BY 1"')

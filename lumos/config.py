@@ -62,7 +62,9 @@ class MiniWorld(Section):
     max_shapes: Annotated[int, Field(ge=1, le=8)] = 4
     base_url: Annotated[str, Field(pattern=r"^https?://[^/\s]+$")] = "http://127.0.0.1:8765"
     bad_rows: BadRows = BadRows()
-    parts: list[Literal["images"]] = ["images"]
+    parts: list[Literal["images", "clips", "meshes"]] = ["images", "clips", "meshes"]
+    clips: Annotated[int, Field(ge=6)] = 24  # short procedural videos (5 of them bad on purpose)
+    meshes: PosInt = 12  # procedural coloured 3D objects (GLB)
 
     @model_validator(mode="after")
     def _sides_ordered(self) -> MiniWorld:
@@ -301,6 +303,10 @@ class T2I(Section):
 class NVS(Section):
     """Novel view synthesis data and protocol (supplement G.3, paper 4.2.2)."""
 
+    objects: str = "datasets/mini-world/objects.json"  # Objaverse's uid -> path annotation
+    renderer: Literal["raycast", "cycles"] = "raycast"  # cycles: Blender via bpy
+    fov_deg: Annotated[float, Field(gt=0.0, lt=180.0)] = 49.1  # Zero-1-to-3's camera
+    eval_radius: PosFloat = 1.5
     views: Annotated[int, Field(ge=2)] = 32
     resolution: PosInt = 256
     radius: Annotated[list[PosFloat], Field(min_length=2, max_length=2)] = [1.5, 2.2]
@@ -309,12 +315,26 @@ class NVS(Section):
     eval_elevations_deg: list[float] = [0.0, 30.0]
 
 
+class VideoSource(Section):
+    """Where I2V clips come from: a WebVid-format CSV (path or URL) and how to fetch them."""
+
+    csv: str = "datasets/mini-world/webvid.csv"
+    serve_mini_world: bool = False  # serve datasets/mini-world at mini_world.base_url meanwhile
+    allowed_url_prefixes: list[str] | None = None  # None: any http(s) URL
+    samples_per_shard: PosInt = 1000
+    workers: PosInt = 8
+    timeout_s: PosFloat = 20.0
+    retries: NonNegInt = 2
+    random_start: bool = False  # a seeded start frame instead of frame 0
+
+
 class I2V(Section):
     """Image-to-video data and run (supplement G.4, H.4)."""
 
     frames: Annotated[int, Field(ge=2)] = 16
     frame_interval: PosInt = 3
     resolution: PosInt = 256
+    source: VideoSource = VideoSource()
     lr: PosFloat = 2e-5
     precision: Precision = "bf16"
     zero_stage: Annotated[int, Field(ge=0, le=3)] = 2

@@ -25,7 +25,7 @@ def project(tmp_path_factory) -> tuple[Path, dict]:
 
 STAGES = ["mini-world", "curate-select", "curate-download", "curate-score", "curate-keep",
           "curate-catalog", "features-i2i", "train-i2i", "sample-i2i", "t2i-subset", "caption",
-          "features-t5"]
+          "features-t5", "prepare-webvid", "render-objaverse"]
 
 
 def _ran(output: str) -> list[str]:
@@ -55,6 +55,10 @@ def test_second_repro_runs_nothing(project):
         assert (root / "samples/i2i" / png).stat().st_size > 1000
     out = _run(["lumos", "catalog", "SELECT count(long_caption) FROM images_captioned"], root, env)
     assert int(out.split("│")[-2]) > 20  # the T2I subset was captioned
+    out = _run(["lumos", "catalog", "SELECT count(*) FROM clips WHERE frames = 16"], root, env)
+    assert int(out.split("│")[-2]) == 19  # 24 mini-world clips, 5 bad on purpose
+    out = _run(["lumos", "catalog", "SELECT min(views) FROM objects"], root, env)
+    assert int(out.split("│")[-2]) == 32
 
 
 def test_keep_threshold_change_invalidates_keep_but_not_download_or_scores(project):

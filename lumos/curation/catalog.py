@@ -8,7 +8,8 @@ Views (paths inside are relative to the project root, where queries run):
     rejects_by_reason counts of rejects per source, stage and reason
     funnel            per source: rows_in -> selected -> downloaded -> decoded -> kept
 
-and, once the T2I stages have run: t2i_subset, captions, images_captioned (images + long caption).
+and, once later stages have run: t2i_subset, captions, images_captioned (images + long caption),
+clips and clip_rejects (I2V clips), objects and views (NVS renders).
 """
 
 from __future__ import annotations
@@ -68,7 +69,16 @@ def build_catalog(select_root: Path | str, keep_root: Path | str,
 # exist: the catalog "gains" them without a stage writing into another stage's output.
 CAPTIONS = Path("datasets/t2i/captions/captions.parquet")
 T2I_SUBSET = Path("datasets/t2i/subset/subset.parquet")
+CLIPS_INDEX = Path("datasets/clips/webvid/index.parquet")
+CLIP_REJECTS = Path("datasets/clips/webvid/rejects.parquet")
+VIEWS = Path("datasets/renders/views.parquet")
 OPTIONAL_VIEWS = {
+    "views": (VIEWS, f"SELECT * FROM read_parquet('{VIEWS}')"),
+    "objects": (VIEWS, f"SELECT uid, count(*) FILTER (WHERE split = 'objaverse') AS views, "
+                       f"count(*) FILTER (WHERE split = 'gso') AS gso_views "
+                       f"FROM read_parquet('{VIEWS}') GROUP BY uid"),
+    "clips": (CLIPS_INDEX, f"SELECT * FROM read_parquet('{CLIPS_INDEX}')"),
+    "clip_rejects": (CLIP_REJECTS, f"SELECT * FROM read_parquet('{CLIP_REJECTS}')"),
     "captions": (CAPTIONS, f"SELECT * FROM read_parquet('{CAPTIONS}')"),
     "t2i_subset": (T2I_SUBSET, f"SELECT * FROM read_parquet('{T2I_SUBSET}')"),
     "images_captioned": (CAPTIONS, "SELECT i.*, c.long_caption, c.model_id AS caption_model "

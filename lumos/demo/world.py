@@ -10,8 +10,11 @@ Output layout (under ``datasets/mini-world`` by default, written atomically)::
                              true size, format, caption, scene JSON, duplicate_of
     manifest.json            seed, counts per kind, the parts built
 
+    clips/, webvid.csv, clips.parquet   the video part (demo/clips.py)
+    objects/, objects.json, objects.parquet   the 3D part (demo/meshes.py)
+
 Each row draws from its own seeded stream, so the world is a pure function of the params.
-Parts are registered in ``PARTS``; later issues add meshes and clips beside ``images``.
+Parts are registered in ``PARTS``.
 """
 
 from __future__ import annotations
@@ -192,7 +195,22 @@ def build_images(cfg: MiniWorld, root: Path, rows: _Rows) -> None:
         rows.add(dup, fmt, "duplicate", scene, originals_scores[key], duplicate_of=key)
 
 
-PARTS: dict[str, Callable[[MiniWorld, Path, _Rows], None]] = {"images": build_images}
+def build_clip_part(cfg: MiniWorld, root: Path, rows: _Rows) -> None:
+    """The video part: short procedural clips and a WebVid-format CSV (see demo/clips.py)."""
+    from lumos.demo.clips import build_clips
+
+    build_clips(root, n=cfg.clips, seed=cfg.seed, base_url=rows.base_url)
+
+
+def build_mesh_part(cfg: MiniWorld, root: Path, rows: _Rows) -> None:
+    """The 3D part: procedural coloured objects as GLB + an Objaverse-style uid -> path list."""
+    from lumos.demo.meshes import build_meshes
+
+    build_meshes(root, n=cfg.meshes, seed=cfg.seed)
+
+
+PARTS: dict[str, Callable[[MiniWorld, Path, _Rows], None]] = {
+    "images": build_images, "clips": build_clip_part, "meshes": build_mesh_part}
 
 
 def build_mini_world(cfg: MiniWorld, out_dir: Path | str | None = None) -> dict:

@@ -48,7 +48,7 @@ def _resumable(out: Path, config: dict) -> bool:
     if ckpt is None:
         return False
     saved = json.loads((ckpt / "config.json").read_text())
-    keep = lambda c: {k: v for k, v in c.items() if k not in ("step", "schedule")}  # noqa: E731
+    keep = lambda c: {k: v for k, v in c.items() if k not in ("step", "schedule", "deepspeed")}  # noqa: E731
     return keep(saved) == keep(config)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -113,9 +114,18 @@ def train(task: Task, spec: RunSpec, out_dir: Path | str, config: dict,
                                            config=ds_config)
     ema = EMA(engine.module, spec.ema_decay)
     start, losses = 0, []
+    layout = {"zero_stage": ds_config["zero_optimization"]["stage"], "world_size": world_size()}
+    config = {**config, "deepspeed": layout}
     resume = latest_checkpoint(out)
     if resume is not None:
-        engine.load_checkpoint(str(resume / "deepspeed"), tag="state")
+        saved = json.loads((resume / "config.json").read_text()).get("deepspeed")
+        # The optimizer state is laid out per ZeRO stage and world size: with another layout,
+        # keep weights, EMA and step but start the optimizer afresh (said loudly).
+        same_layout = saved == layout
+        if not same_layout:
+            warnings.warn(f"{resume}: saved with DeepSpeed layout {saved}, now {layout}: "
+                          "resuming weights and EMA only, the optimizer state starts afresh")
+        engine.load_checkpoint(str(resume / "deepspeed"), tag="state", load_module_only=not same_layout)
         ema.load_state_dict(load_file(str(resume / "ema.safetensors")))
         start = int((resume / "DONE").read_text())
         losses = json.loads((resume / "losses.json").read_text())

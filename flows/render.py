@@ -1,0 +1,25 @@
+"""Flow `render-objaverse` (supplement G.3): 32 random views per object + the GSO protocol.
+
+    python -m flows.render      # what dvc runs
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from lumos.config import DEFAULT_PARAMS, load_params
+from lumos.render.stages import run_render
+from prefect import flow, get_run_logger
+
+
+@flow(name="render-objaverse")
+def render_flow(params: str = str(DEFAULT_PARAMS)) -> dict:
+    stats = run_render(load_params(params).active)
+    get_run_logger().info("render-objaverse: %s", stats)
+    return stats
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default=str(DEFAULT_PARAMS))
+    render_flow(parser.parse_args().params)

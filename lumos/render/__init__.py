@@ -1,0 +1,1 @@
+"""Multi-view rendering of 3D objects for novel view synthesis (supplement G.3)."""
