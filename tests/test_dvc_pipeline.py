@@ -59,6 +59,8 @@ def test_second_repro_runs_nothing(project):
     assert int(out.split("│")[-2]) == 19  # 24 mini-world clips, 5 bad on purpose
     out = _run(["lumos", "catalog", "SELECT min(views) FROM objects"], root, env)
     assert int(out.split("│")[-2]) == 32
+    out = _run(["lumos", "catalog", "SELECT count(*) FROM object_rejects"], root, env)
+    assert int(out.split("│")[-2]) == 3  # missing, corrupt, not a GLB
 
 
 def test_keep_threshold_change_invalidates_keep_but_not_download_or_scores(project):

@@ -9,7 +9,7 @@ Views (paths inside are relative to the project root, where queries run):
     funnel            per source: rows_in -> selected -> downloaded -> decoded -> kept
 
 and, once later stages have run: t2i_subset, captions, images_captioned (images + long caption),
-clips and clip_rejects (I2V clips), objects and views (NVS renders).
+clips and clip_rejects (I2V clips), objects, views and object_rejects (NVS renders).
 """
 
 from __future__ import annotations
@@ -77,6 +77,8 @@ OPTIONAL_VIEWS = {
     "objects": (VIEWS, f"SELECT uid, count(*) FILTER (WHERE split = 'objaverse') AS views, "
                        f"count(*) FILTER (WHERE split = 'gso') AS gso_views "
                        f"FROM read_parquet('{VIEWS}') GROUP BY uid"),
+    "object_rejects": (Path("datasets/renders/rejects.parquet"),
+                       "SELECT * FROM read_parquet('datasets/renders/rejects.parquet')"),
     "clips": (CLIPS_INDEX, f"SELECT * FROM read_parquet('{CLIPS_INDEX}')"),
     "clip_rejects": (CLIP_REJECTS, f"SELECT * FROM read_parquet('{CLIP_REJECTS}')"),
     "captions": (CAPTIONS, f"SELECT * FROM read_parquet('{CAPTIONS}')"),

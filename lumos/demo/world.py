@@ -202,11 +202,25 @@ def build_clip_part(cfg: MiniWorld, root: Path, rows: _Rows) -> None:
     build_clips(root, n=cfg.clips, seed=cfg.seed, base_url=rows.base_url)
 
 
+BAD_OBJECTS = {  # uid -> (file written, or None for a missing file)
+    "bad00000000000000000000000missing": None,
+    "bad00000000000000000000000corrupt": b"glTF\x02\x00\x00\x00 this is not a valid binary glTF",
+    "bad000000000000000000000000notglb": b"<!doctype html><html>not a mesh</html>",
+}
+
+
 def build_mesh_part(cfg: MiniWorld, root: Path, rows: _Rows) -> None:
-    """The 3D part: procedural coloured objects as GLB + an Objaverse-style uid -> path list."""
+    """The 3D part: procedural coloured objects as GLB + an Objaverse-style uid -> path list,
+    which also lists three bad objects (a missing file, a corrupt GLB, HTML named .glb)."""
     from lumos.demo.meshes import build_meshes
 
     build_meshes(root, n=cfg.meshes, seed=cfg.seed)
+    listing = json.loads((root / "objects.json").read_text())
+    for uid, data in BAD_OBJECTS.items():
+        if data is not None:
+            (root / "objects" / f"{uid}.glb").write_bytes(data)
+        listing[uid] = f"objects/{uid}.glb"
+    (root / "objects.json").write_text(json.dumps(listing, indent=1))
 
 
 PARTS: dict[str, Callable[[MiniWorld, Path, _Rows], None]] = {

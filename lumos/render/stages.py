@@ -4,6 +4,7 @@ its centre, plus the GSO evaluation protocol (16 azimuths x elevations 0 and 30 
     datasets/renders/objaverse/<uid>/   000.png ... (RGBA) + cameras.json (4x4 world-to-camera)
     datasets/renders/gso/<uid>/         the fixed evaluation cameras
     datasets/renders/views.parquet      one row per rendered view (the catalog's `views`)
+    datasets/renders/rejects.parquet    objects that could not be rendered, with the reason
 """
 
 from __future__ import annotations
@@ -39,16 +40,28 @@ def run_render(profile: Profile, out: Path = RENDERS, workers: int = 2) -> dict:
     renderer = get_renderer(nvs.renderer)
     gso = fixed_cameras(nvs.eval_azimuths, nvs.eval_elevations_deg, nvs.eval_radius)
 
-    def render(uid: str) -> None:
+    def render(uid: str) -> str | None:
+        """Render one object; a broken one is skipped with its reason, never stopping the run."""
+        if not objects[uid].is_file():
+            return f"missing file {objects[uid]}"
         cams = sample_cameras(nvs.views, nvs.radius, nvs.elevation_deg, seed=_seed(uid, profile.train.seed))
-        render_object(objects[uid], out / "objaverse", cams, nvs.resolution, renderer, nvs.fov_deg)
-        render_object(objects[uid], out / "gso", gso, nvs.resolution, renderer, nvs.fov_deg)
+        try:
+            render_object(objects[uid], out / "objaverse", cams, nvs.resolution, renderer, nvs.fov_deg)
+            render_object(objects[uid], out / "gso", gso, nvs.resolution, renderer, nvs.fov_deg)
+        except (ValueError, KeyError, IndexError, OSError, TypeError) as err:  # trimesh's ways to fail a load
+            return f"unreadable mesh: {type(err).__name__}: {str(err)[:200]}"
+        return None
 
     with ThreadPoolExecutor(workers) as pool:  # one object per task; finished ones are skipped
-        list(pool.map(render, sorted(objects)))
+        verdicts = dict(zip(sorted(objects), pool.map(render, sorted(objects))))
+    rejects = [{"uid": u, "path": str(objects[u]), "reason": why} for u, why in verdicts.items() if why]
+    rendered = sorted(u for u, why in verdicts.items() if why is None)
+    pq.write_table(pa.Table.from_pylist(rejects, schema=pa.schema(
+        [("uid", pa.string()), ("path", pa.string()), ("reason", pa.string())])), out / ".rejects.tmp")
+    (out / ".rejects.tmp").replace(out / "rejects.parquet")
     rows = []
     for split in ("objaverse", "gso"):
-        for uid in sorted(objects):
+        for uid in rendered:
             meta = json.loads((out / split / uid / "cameras.json").read_text())
             for i, cam in enumerate(meta["views"]):
                 rows.append({"split": split, "uid": uid, "view": i, "image": str(out / split / uid / f"{i:03d}.png"),
@@ -57,4 +70,5 @@ def run_render(profile: Profile, out: Path = RENDERS, workers: int = 2) -> dict:
     tmp = out / ".views.parquet.tmp"
     pq.write_table(pa.Table.from_pylist(rows), tmp)
     tmp.replace(out / "views.parquet")
-    return {"objects": len(objects), "views": len(rows)}
+    return {"objects": len(objects), "rendered": len(rendered), "rejected": len(rejects),
+            "views": len(rows)}
