@@ -6,7 +6,7 @@ Deployments: `curate/curate-<reader>` for each source reader (laion, coyo, sam, 
 imagenet, folder: the whole curation chain for the sources of that kind in params.yaml),
 `curate/curate-all`, `mini-world/mini-world`, and `features-i2i/features-i2i`,
 `train-i2i/train-i2i`, `sample-i2i/sample-i2i`, `t2i-subset/t2i-subset`, `caption/caption`,
-`features-t5/features-t5`, `prepare-webvid/prepare-webvid`, `render-objaverse/render-objaverse`. Runs execute in the project root.
+`features-t5/features-t5`, `prepare-webvid/prepare-webvid`, `render-objaverse/render-objaverse`, and `lumos-pipeline/lumos-pipeline` (all of them, in order). Runs execute in the project root.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from flows.caption import FLOWS as CAPTION_FLOWS
 from flows.curate import curate_flow
 from flows.i2i import FLOWS as I2I_FLOWS
 from flows.mini_world import mini_world_flow
+from flows.pipeline import pipeline_flow
 from flows.render import render_flow
 from flows.video import prepare_webvid_flow
 
@@ -29,4 +30,6 @@ if __name__ == "__main__":  # img2dataset (inside curate) spawns workers: keep t
     deployments.append(mini_world_flow.to_deployment(name="mini-world"))
     deployments += [f.to_deployment(name=f"{stage}-i2i") for stage, f in I2I_FLOWS.items()]
     deployments += [f.to_deployment(name=f.name) for f in (*CAPTION_FLOWS.values(), prepare_webvid_flow, render_flow)]
+    deployments.append(pipeline_flow.to_deployment(name="lumos-pipeline",
+                                                   description="Every stage, in dvc.yaml's order"))
     serve(*deployments)
