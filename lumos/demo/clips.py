@@ -2,7 +2,7 @@
 
 Output layout (under ``root``)::
 
-    clips/<key>.mp4      the videos the static server hands out (H.264, or MPEG-4 part 2)
+    clips/<key>.mp4      the videos the static server hands out (MPEG-4 part 2, deterministic)
     webvid.csv           WebVid-10M's columns: videoid, contentUrl, duration, page_dir, name
     clips.parquet        ground truth per CSV row: key, kind, frame count, fps, size, caption,
                          the motion parameters (JSON) that :func:`render_frame` replays
