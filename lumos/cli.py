@@ -7,6 +7,7 @@ the Prefect flows in ``flows/``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from dataclasses import dataclass
@@ -93,69 +94,38 @@ COMMANDS.register("curate-catalog")(Command(
     _catalog_build, stage=True))
 
 
-def _i2i_stage(stage: str):
-    def run(args: argparse.Namespace) -> int:
-        from lumos.tasks import i2i_stages
+def _profile_stage(target: str):
+    """A command running ``module:function(profile)`` on the active profile, printing its result."""
+    module, function = target.split(":")
 
-        run_stage = {"features": i2i_stages.run_features, "train": i2i_stages.run_train,
-                     "sample": i2i_stages.run_sample}[stage]
-        print(json.dumps(run_stage(load_params(args.params).active), indent=1))
+    def run(args: argparse.Namespace) -> int:
+        stage = getattr(importlib.import_module(module), function)
+        print(json.dumps(stage(load_params(args.params).active), indent=1, default=str))
         return 0
 
+    run.target = target  # type: ignore[attr-defined]  (what the command runs, for tests and --help readers)
     return run
 
 
-for _stage, _help in (
-    ("features", "cache VAE latents and frozen-encoder tokens of the catalog's images, per shard"),
-    ("train", "train the I2I prior (eq. 1) on the cached features with DeepSpeed; resumes"),
-    ("sample", "I2I variations and an interpolation strip from the last checkpoint"),
+for _name, _target, _help in (
+    ("features-i2i", "lumos.tasks.i2i_stages:run_features",
+     "cache VAE latents and frozen-encoder tokens of the catalog's images, per shard"),
+    ("train-i2i", "lumos.tasks.i2i_stages:run_train",
+     "train the I2I prior (eq. 1) on the cached features with DeepSpeed; resumes"),
+    ("sample-i2i", "lumos.tasks.i2i_stages:run_sample",
+     "I2I variations and an interpolation strip from the last checkpoint"),
+    ("t2i-subset", "lumos.caption.stages:run_subset",
+     "the T2I subset of the catalog (resolution, aesthetic > 5.5, quotas)"),
+    ("caption", "lumos.caption.stages:run_caption",
+     "InternVL long captions of the T2I subset, resumable per shard"),
+    ("features-t5", "lumos.caption.stages:run_text_features",
+     "T5 embeddings of raw and long captions, cached per shard"),
+    ("prepare-webvid", "lumos.video.stages:run_prepare_webvid",
+     "WebVid-format clips -> 16 frames at interval 3, sharded, with rejects"),
+    ("render-objaverse", "lumos.render.stages:run_render",
+     "render every object at nvs.views random cameras + the GSO protocol"),
 ):
-    COMMANDS.register(f"{_stage}-i2i")(Command(f"stage: {_help}", _no_args, _i2i_stage(_stage),
-                                                stage=True))
-
-
-def _t2i_data_stage(stage: str):
-    def run(args: argparse.Namespace) -> int:
-        from lumos.caption import stages
-
-        run_stage = {"subset": stages.run_subset, "caption": stages.run_caption,
-                     "t5": stages.run_text_features}[stage]
-        print(json.dumps(run_stage(load_params(args.params).active), indent=1))
-        return 0
-
-    return run
-
-
-for _name, _stage, _help in (
-    ("t2i-subset", "subset", "the T2I subset of the catalog (resolution, aesthetic > 5.5, quotas)"),
-    ("caption", "caption", "InternVL long captions of the T2I subset, resumable per shard"),
-    ("features-t5", "t5", "T5 embeddings of raw and long captions, cached per shard"),
-):
-    COMMANDS.register(_name)(Command(f"stage: {_help}", _no_args, _t2i_data_stage(_stage), stage=True))
-
-
-def _prepare_webvid(args: argparse.Namespace) -> int:
-    from lumos.video.stages import run_prepare_webvid
-
-    print(json.dumps(run_prepare_webvid(load_params(args.params).active), indent=1, default=str))
-    return 0
-
-
-COMMANDS.register("prepare-webvid")(Command(
-    "stage: WebVid-format clips -> 16 frames at interval 3, sharded, with rejects", _no_args,
-    _prepare_webvid, stage=True))
-
-
-def _render(args: argparse.Namespace) -> int:
-    from lumos.render.stages import run_render
-
-    print(json.dumps(run_render(load_params(args.params).active), indent=1))
-    return 0
-
-
-COMMANDS.register("render-objaverse")(Command(
-    "stage: render every object at nvs.views random cameras + the GSO protocol", _no_args,
-    _render, stage=True))
+    COMMANDS.register(_name)(Command(f"stage: {_help}", _no_args, _profile_stage(_target), stage=True))
 
 
 # --------------------------------------------------------------------------- tools

@@ -23,3 +23,20 @@ def test_params_prints_the_active_profile():
                          check=True, cwd=ROOT).stdout
     assert "active profile: tiny" in out
     assert "variant: tiny" in out
+
+
+def test_every_stage_in_dvc_yaml_is_a_command_that_resolves():
+    import importlib
+
+    import yaml
+
+    from lumos.cli import COMMANDS
+
+    stages = set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
+    commands = {name for name, c in COMMANDS.items() if c.stage}
+    assert stages == commands
+    targets = [(name, c.run.target) for name, c in COMMANDS.items() if hasattr(c.run, "target")]
+    assert len(targets) >= 8
+    for name, target in targets:  # the table's "module:function" strings all import
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), name
