@@ -5,10 +5,9 @@
 
 from __future__ import annotations
 
-import argparse
-
 from lumos.caption import stages
 from lumos.config import DEFAULT_PARAMS, load_params
+from flows._cli import run_from_command_line
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
@@ -42,8 +41,4 @@ def t5_flow(params: str = str(DEFAULT_PARAMS)) -> dict:
 FLOWS = {"subset": subset_flow, "caption": caption_flow, "t5": t5_flow}
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=list(FLOWS))
-    parser.add_argument("--params", default=str(DEFAULT_PARAMS))
-    args = parser.parse_args()
-    FLOWS[args.stage](args.params)
+    run_from_command_line(__doc__, FLOWS)

@@ -5,11 +5,11 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from lumos.config import DEFAULT_PARAMS, load_params
 from lumos.tasks import i2i_stages
+from flows._cli import run_from_command_line
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
@@ -40,8 +40,4 @@ def sample_flow(params: str = str(DEFAULT_PARAMS)) -> dict:
 FLOWS = {"features": features_flow, "train": train_flow, "sample": sample_flow}
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=list(FLOWS))
-    parser.add_argument("--params", default=str(DEFAULT_PARAMS))
-    args = parser.parse_args()
-    FLOWS[args.stage](args.params)
+    run_from_command_line(__doc__, FLOWS)

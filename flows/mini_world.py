@@ -6,10 +6,9 @@ Prefect starts a temporary local server on its own, so no server has to be runni
 
 from __future__ import annotations
 
-import argparse
-
 from lumos.config import DEFAULT_PARAMS, load_params
 from lumos.demo import DEFAULT_OUT, build_mini_world
+from flows._cli import run_from_command_line
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
@@ -29,6 +28,4 @@ def mini_world_flow(params: str = str(DEFAULT_PARAMS)) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default=str(DEFAULT_PARAMS))
-    mini_world_flow(parser.parse_args().params)
+    run_from_command_line(__doc__, mini_world_flow)

@@ -10,12 +10,11 @@ checkpoint).
 
 from __future__ import annotations
 
-import argparse
-
 from lumos.config import DEFAULT_PARAMS
 from prefect import flow
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
+from flows._cli import run_from_command_line
 from flows.caption import FLOWS as CAPTION_FLOWS
 from flows.curate import curate_flow
 from flows.i2i import FLOWS as I2I_FLOWS
@@ -49,6 +48,4 @@ def pipeline_flow(params: str = str(DEFAULT_PARAMS)) -> dict:
 
 
 if __name__ == "__main__":  # img2dataset (inside curate) spawns workers: keep this guard
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default=str(DEFAULT_PARAMS))
-    pipeline_flow(parser.parse_args().params)
+    run_from_command_line(__doc__, pipeline_flow)

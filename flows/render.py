@@ -5,10 +5,9 @@
 
 from __future__ import annotations
 
-import argparse
-
 from lumos.config import DEFAULT_PARAMS, load_params
 from lumos.render.stages import run_render
+from flows._cli import run_from_command_line
 from prefect import flow, get_run_logger
 
 
@@ -20,6 +19,4 @@ def render_flow(params: str = str(DEFAULT_PARAMS)) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default=str(DEFAULT_PARAMS))
-    render_flow(parser.parse_args().params)
+    run_from_command_line(__doc__, render_flow)

@@ -28,6 +28,14 @@ def atomic_write_text(path: Path | str, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def copy_to_parquet(con, query: str, path: Path | str) -> None:
+    """DuckDB ``COPY (query)`` to a parquet file through a temporary sibling, then rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    con.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet)")
+    os.replace(tmp, path)
+
+
 @contextmanager
 def atomic_dir(path: Path | str) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``path`` only if the block succeeds.

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from lumos.data.extract import load_images
+from lumos.io import copy_to_parquet
 
 CAPTIONS_SCHEMA = pa.schema([("uid", pa.string()), ("key", pa.string()), ("long_caption", pa.string()),
                              ("model_id", pa.string()), ("prompt", pa.string()),
@@ -72,8 +73,7 @@ def caption_subset(subset: Path | str, out_dir: Path | str, captioner, stop_afte
             stale.unlink()
     finished = sorted(str(p) for p in parts.glob("*.parquet"))
     if stop_after is None and finished:
-        tmp = out / ".captions.parquet.tmp"
-        duckdb.sql(f"COPY (SELECT * FROM read_parquet({finished}) ORDER BY uid) TO '{tmp}' (FORMAT parquet)")
-        tmp.replace(out / "captions.parquet")
+        copy_to_parquet(duckdb.connect(), f"SELECT * FROM read_parquet({finished}) ORDER BY uid",
+                        out / "captions.parquet")
     counts["images_per_s"] = counts["images_captioned"] / counts["seconds"] if counts["seconds"] else None
     return counts

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lumos.config import T2IData
 from lumos.curation.catalog import connect
-from lumos.io import atomic_write_text
+from lumos.io import atomic_write_text, copy_to_parquet
 
 
 def select_t2i(catalog: Path | str, cfg: T2IData, out_dir: Path | str) -> dict:
@@ -23,10 +23,8 @@ def select_t2i(catalog: Path | str, cfg: T2IData, out_dir: Path | str) -> dict:
         FROM images
         WHERE least(width, height) > {cfg.min_side} AND aesthetic > {cfg.aesthetic_min}""")
     quotas = " OR ".join(f"(source = '{s}' AND n > {q})" for s, q in cfg.quotas.items()) or "false"
-    tmp = out / ".subset.parquet.tmp"
-    con.execute(f"""COPY (SELECT uid, key, source, shard, member, raw_caption FROM eligible
-                          WHERE NOT ({quotas}) ORDER BY shard, key) TO '{tmp}' (FORMAT parquet)""")
-    tmp.replace(out / "subset.parquet")
+    copy_to_parquet(con, f"""SELECT uid, key, source, shard, member, raw_caption FROM eligible
+                             WHERE NOT ({quotas}) ORDER BY shard, key""", out / "subset.parquet")
     per_source = dict(con.execute(
         f"SELECT source, count(*) FROM '{out / 'subset.parquet'}' GROUP BY ALL ORDER BY ALL").fetchall())
     eligible = con.execute("SELECT count(*) FROM eligible").fetchall()[0][0]

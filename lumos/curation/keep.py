@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 
 from lumos.config import KeepRules
-from lumos.io import atomic_write_text
+from lumos.io import atomic_write_text, copy_to_parquet
 
 
 def near_duplicates(items: list[tuple[str, int]], max_distance: int) -> dict[str, str]:
@@ -42,12 +42,6 @@ def near_duplicates(items: list[tuple[str, int]], max_distance: int) -> dict[str
         for b in range(bands):
             buckets[b].setdefault((h >> (b * width)) & ((1 << width) - 1), []).append((uid, h))
     return dupes
-
-
-def _copy(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    con.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet)")
-    tmp.replace(path)
 
 
 def keep_source(selected: Path | str, download_dir: Path | str, scores_dir: Path | str,
@@ -99,10 +93,10 @@ def keep_source(selected: Path | str, download_dir: Path | str, scores_dir: Path
         con.executemany(
             "UPDATE judged SET stage = 'keep', reason = 'near duplicate of ' || ? WHERE uid = ?",
             [(orig, uid) for uid, orig in dupes.items()])
-    _copy(con, "SELECT key, uid, source, shard, member, width, height, aesthetic, "
+    copy_to_parquet(con, "SELECT key, uid, source, shard, member, width, height, aesthetic, "
                "predicted_aesthetic, declared_aesthetic, caption, url, phash, 'kept' AS status "
                "FROM judged WHERE reason IS NULL ORDER BY key", out / "kept.parquet")
-    _copy(con, "SELECT uid, source, url, caption, stage, reason FROM judged "
+    copy_to_parquet(con, "SELECT uid, source, url, caption, stage, reason FROM judged "
                "WHERE reason IS NOT NULL ORDER BY uid", out / "rejects.parquet")
     by_stage = dict(con.execute(
         "SELECT coalesce(stage, 'kept'), count(*) FROM judged GROUP BY ALL ORDER BY ALL").fetchall())

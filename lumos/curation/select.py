@@ -18,7 +18,7 @@ import fsspec
 
 from lumos.config import Curation, Source
 from lumos.curation.sources import INTERNAL_COLUMNS, READERS
-from lumos.io import atomic_write_text
+from lumos.io import atomic_write_text, copy_to_parquet
 
 _DNS_WORKERS = 32
 # String functions rather than regular expressions: these run once per metadata row.
@@ -117,8 +117,8 @@ def select_source(cfg: Curation, source: Source, out_dir: Path | str) -> dict:
         SELECT j.*, coalesce(j.reason, d.why) AS final FROM ruled j LEFT JOIN dropped d USING (uid)
     """)
     cols = ", ".join(INTERNAL_COLUMNS)
-    _copy(con, f"SELECT {cols} FROM judged WHERE final IS NULL", out / "selected.parquet")
-    _copy(con, "SELECT uid, source, url, final AS reason, 'select' AS stage FROM judged "
+    copy_to_parquet(con, f"SELECT {cols} FROM judged WHERE final IS NULL", out / "selected.parquet")
+    copy_to_parquet(con, "SELECT uid, source, url, final AS reason, 'select' AS stage FROM judged "
                "WHERE final IS NOT NULL", out / "rejects.parquet")
     selected = con.execute(f"SELECT count(*) FROM '{out / 'selected.parquet'}'").fetchall()[0][0]
     rejected = dict(con.execute(
@@ -130,15 +130,5 @@ def select_source(cfg: Curation, source: Source, out_dir: Path | str) -> dict:
     return stats
 
 
-def _copy(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> None:
-    """COPY a query to parquet through a temporary file, then rename (atomic)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    con.execute(f"COPY ({query}) TO '{tmp}' (FORMAT parquet)")
-    tmp.replace(path)
-
-
-def select_all(cfg: Curation, out_root: Path | str) -> dict[str, dict]:
-    """Run `select` for every source of the mixture; returns the stats by source."""
-    return {s.name: select_source(cfg, s, Path(out_root) / s.name) for s in cfg.sources}
 
 

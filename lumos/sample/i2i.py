@@ -25,8 +25,7 @@ def load_model(checkpoint: Path | str, ema: bool = True) -> tuple[ConditionedDiT
     model = ConditionedDiT(**config["model_args"])
     model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
     if ema:
-        state = load_file(str(ckpt / "ema.safetensors"))
-        model.load_state_dict({k: state[k] for k in state}, strict=False)
+        model.load_state_dict(load_file(str(ckpt / "ema.safetensors")), strict=False)  # parameters only
     return model.eval(), config
 
 
