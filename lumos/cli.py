@@ -128,6 +128,23 @@ for _name, _target, _help in (
     COMMANDS.register(_name)(Command(f"stage: {_help}", _no_args, _profile_stage(_target), stage=True))
 
 
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", type=Path, default=Path("."), help="project folder to report on (default: .)")
+    p.add_argument("--out", type=Path, help="HTML file (default: <root>/reports/report.html)")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from lumos.report import build_report
+
+    print(json.dumps(build_report(args.root, args.out), indent=1))
+    return 0
+
+
+COMMANDS.register("report")(Command(
+    "stage: one self-contained HTML report: metrics tables, curves, samples, funnel, lineage",
+    _report_args, _report, stage=True))
+
+
 # --------------------------------------------------------------------------- tools
 def _catalog_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("sql", help='a query, e.g. "SELECT source, count(*) FROM images GROUP BY 1"')
