@@ -1,5 +1,12 @@
-"""Diffusion backbones: a DiT with cross-attention (diffusers' PixArt transformer)."""
+"""Diffusion backbones: a DiT with cross-attention (diffusers' PixArt transformer), and its
+NVS (eq. S1) and I2V (eq. S2) extensions; `MODEL_CLASSES` names them for checkpoints."""
 
-from lumos.models.dit import VARIANTS, ConditionedDiT
+from lumos.models.dit import CONDITION_PARAMETERS, VARIANTS, ConditionedDiT
+from lumos.models.nvs import NVSDiT
+from lumos.models.transfer import transfer_weights
+from lumos.models.video import VideoDiT
 
-__all__ = ["VARIANTS", "ConditionedDiT"]
+MODEL_CLASSES = {"dit": ConditionedDiT, "nvs": NVSDiT, "video": VideoDiT}
+
+__all__ = ["CONDITION_PARAMETERS", "MODEL_CLASSES", "VARIANTS", "ConditionedDiT", "NVSDiT", "VideoDiT",
+           "transfer_weights"]

@@ -25,15 +25,17 @@ class ConditionedDiT(nn.Module):
     """PixArt DiT predicting epsilon from (z_t, t, condition tokens), with a learned null condition."""
 
     def __init__(self, variant: str, latent_channels: int, latent_size: int, condition_dim: int,
-                 condition_tokens: int, gradient_checkpointing: bool = False) -> None:
+                 condition_tokens: int, gradient_checkpointing: bool = False,
+                 input_channels: int | None = None) -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise KeyError(f"unknown model variant {variant!r}; known: {sorted(VARIANTS)}")
         spec = VARIANTS[variant]
         inner = spec["num_attention_heads"] * spec["attention_head_dim"]
+        self.width, self.heads, self.head_dim = inner, spec["num_attention_heads"], spec["attention_head_dim"]
         self.transformer = PixArtTransformer2DModel(
             **spec,
-            in_channels=latent_channels,
+            in_channels=input_channels or latent_channels,  # NVS concatenates the input view's latent
             out_channels=latent_channels,  # epsilon only (eq. 1), no learned variance
             sample_size=latent_size,
             cross_attention_dim=inner,
@@ -51,13 +53,20 @@ class ConditionedDiT(nn.Module):
         null = self.null_condition.to(condition.dtype).expand_as(condition)
         return torch.where(drop[:, None, None], null, condition)
 
-    def forward(self, z_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        """(B,C,h,w) noisy latents, (B,) timesteps, (B,M,d) tokens -> (B,C,h,w) predicted noise."""
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor,
+                condition_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,C,h,w) noisy latents, (B,) timesteps, (B,M,d) tokens [, (B,M) mask: 1 keep, 0 pad]
+        -> (B,C,h,w) predicted noise. Any h, w divisible by the patch size (multi-aspect T2I)."""
         return self.transformer(z_t, encoder_hidden_states=condition, timestep=t,
-                                return_dict=False)[0]
+                                encoder_attention_mask=condition_mask, return_dict=False)[0]
 
     def null(self, batch: int) -> torch.Tensor:
         return self.null_condition[None].expand(batch, -1, -1)
+
+
+# The condition projection: what an I2I <-> T2I transfer re-initialises (it maps the encoder's
+# width into the DiT, so it cannot carry over between DINO and T5 tokens; section 3.2).
+CONDITION_PARAMETERS = ("transformer.caption_projection.", "null_condition")
 
 
 def parameter_count(module: nn.Module) -> int:

@@ -15,14 +15,14 @@ from torchvision.utils import make_grid, save_image
 from lumos.config import Diffusion
 from lumos.data.extract import square_crop
 from lumos.diffusion import GaussianDiffusion
-from lumos.models import ConditionedDiT
+from lumos.models import MODEL_CLASSES, ConditionedDiT
 
 
 def load_model(checkpoint: Path | str, ema: bool = True) -> tuple[ConditionedDiT, dict]:
     """Rebuild the DiT from a checkpoint's config.json and load its (EMA) weights."""
     ckpt = Path(checkpoint)
     config = json.loads((ckpt / "config.json").read_text())
-    model = ConditionedDiT(**config["model_args"])
+    model = MODEL_CLASSES[config.get("model_class", "dit")](**config["model_args"])
     model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
     if ema:
         model.load_state_dict(load_file(str(ckpt / "ema.safetensors")), strict=False)  # parameters only

@@ -39,6 +39,9 @@ class Task(Protocol):
     def loss(self, forward: nn.Module, model: nn.Module, batch: dict[str, torch.Tensor],
              generator: torch.Generator) -> torch.Tensor: ...
 
+    # Optional: ``sample_indices(size, generator)`` draws a micro-batch's indices itself (the
+    # multi-aspect T2I task keeps a batch inside one aspect-ratio bucket); uniform otherwise.
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -141,7 +144,9 @@ def train(task: Task, spec: RunSpec, out_dir: Path | str, config: dict,
         step_loss = 0.0
         for micro in range(accum):
             g = step_generator(spec.seed, step, micro, rank())
-            batch = task.batch(_batch_indices(task.num_samples(), spec.micro_batch, g))
+            draw = getattr(task, "sample_indices", None)
+            indices = draw(spec.micro_batch, g) if draw else _batch_indices(task.num_samples(), spec.micro_batch, g)
+            batch = task.batch(indices)
             batch = {k: v.to(engine.device, dtype if v.is_floating_point() else v.dtype)
                      for k, v in batch.items()}
             loss = task.loss(engine, engine.module, batch, g)

@@ -1,0 +1,180 @@
+"""The T2I training set: VAE latents of the T2I subset at each progressive stage's resolution
+(square, or in aspect-ratio buckets for the multi-scale stage), joined by uid with the T5 cache.
+
+    datasets/features/t2i/<stage key>/<shard>--<h>x<w>.safetensors   uid keys, latent mean/std
+
+A stage key is ``r<resolution>`` or ``r<resolution>-buckets``; stages sharing a key share latents.
+Shards whose images and settings are unchanged are skipped (resumable, like every feature cache).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import duckdb
+import torch
+from PIL import Image
+from safetensors import safe_open
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from lumos.data.buckets import bucket_table, nearest_bucket
+from lumos.data.extract import load_images
+from lumos.data.features import read_feature_meta
+from lumos.io import atomic_write_bytes, atomic_write_text
+
+
+def stage_key(resolution: int, multi_aspect: bool) -> str:
+    return f"r{resolution}" + ("-buckets" if multi_aspect else "")
+
+
+def resize_crop(height: int, width: int) -> v2.Compose:
+    """Cover (height, width) keeping the aspect ratio, then centre-crop it; float [0, 1]."""
+    return v2.Compose([v2.PILToTensor(), _Cover(height, width), v2.CenterCrop((height, width)),
+                       v2.ToDtype(torch.float32, scale=True)])
+
+
+class _Cover(torch.nn.Module):
+    def __init__(self, height: int, width: int) -> None:
+        super().__init__()
+        self.height, self.width = height, width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        s = max(self.height / h, self.width / w)
+        return v2.functional.resize(x, [max(self.height, round(h * s)), max(self.width, round(w * s))],
+                                    antialias=True)
+
+
+def _save(path: Path, tensors: dict[str, torch.Tensor], keys: list[str], meta: dict) -> None:
+    from safetensors.torch import save
+
+    atomic_write_bytes(path, save({k: v.contiguous() for k, v in tensors.items()},
+                                  metadata={"keys": json.dumps(keys), "meta": json.dumps(meta, sort_keys=True)}))
+
+
+@torch.no_grad()
+def extract_t2i_latents(subset: Path | str, out_dir: Path | str, vae, resolution: int, multi_aspect: bool,
+                        batch_size: int, fingerprint: dict, multiple: int = 16) -> dict:
+    """Latents of every subset image at ``resolution`` (square) or in its nearest bucket."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = duckdb.sql(f"SELECT shard, uid, member FROM '{subset}' ORDER BY shard, key").fetchall()
+    shards: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for shard, uid, member in rows:
+        shards[shard].append((uid, member))
+    table = bucket_table(resolution, multiple) if multi_aspect else [(resolution, resolution)]
+    counts, wanted = {"computed": 0, "cached": 0, "samples": len(rows)}, set()
+    for shard, items in tqdm(shards.items(), desc=f"t2i latents {stage_key(resolution, multi_aspect)}"):
+        base = shard.replace("/", "--").removesuffix(".tar")
+        meta = {"fingerprint": fingerprint, "shard": shard, "keys": [u for u, _ in items], "table": table}
+        done = out / f"{base}.done.json"
+        if done.exists() and json.loads(done.read_text()) == meta:
+            counts["cached"] += 1
+            wanted |= {p.name for p in out.glob(f"{base}--*.safetensors")} | {done.name}
+            continue
+        images = load_images(shard, items)
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, im in enumerate(images):
+            groups[nearest_bucket(im.height, im.width, table)].append(i)
+        for old in out.glob(f"{base}--*.safetensors"):
+            old.unlink()
+        for (h, w), idx in sorted(groups.items()):
+            prep = resize_crop(h, w)
+            means, stds = [], []
+            for j in range(0, len(idx), batch_size):
+                x = torch.stack([prep(images[i]) for i in idx[j: j + batch_size]])
+                mean, std = vae.encode(x * 2 - 1)
+                means.append(mean.float().cpu())
+                stds.append(std.float().cpu())
+            target = out / f"{base}--{h}x{w}.safetensors"
+            _save(target, {"latent_mean": torch.cat(means), "latent_std": torch.cat(stds)},
+                  [items[i][0] for i in idx], {**meta, "bucket": [h, w]})
+            wanted.add(target.name)
+        atomic_write_text(done, json.dumps(meta))  # last: the shard counts as finished
+        wanted.add(done.name)
+        counts["computed"] += 1
+    for stale in out.iterdir():  # shards no longer in the subset
+        if stale.name not in wanted:
+            stale.unlink()
+    return counts
+
+
+def _read(path: Path, names: tuple[str, ...]) -> tuple[list[str], dict[str, torch.Tensor]]:
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads(f.metadata()["keys"]), {k: f.get_tensor(k) for k in names}
+
+
+class T2IDataset:
+    """(latent mean, latent std) joined with both T5 caption embeddings by uid, per bucket.
+
+    Indices are global; ``sample_indices`` draws a micro-batch inside one bucket, the bucket
+    chosen with probability proportional to its size (a bucketed batch sampler).
+    """
+
+    TEXT = ("raw_emb", "raw_mask", "long_emb", "long_mask", "has_long")
+
+    def __init__(self, latents: Path | str, t5: Path | str) -> None:
+        text_keys, text = [], defaultdict(list)
+        t5_files = sorted(Path(t5).glob("*.safetensors"))
+        if not t5_files:
+            raise FileNotFoundError(f"no T5 cache in {t5}: run features-t5 first")
+        for file in t5_files:
+            keys, tensors = _read(file, self.TEXT)
+            text_keys += keys
+            for k, v in tensors.items():
+                text[k].append(v)
+        row = {u: i for i, u in enumerate(text_keys)}
+        text_all = {k: torch.cat(v) for k, v in text.items()}
+        buckets: dict[tuple[int, int], dict[str, list]] = defaultdict(lambda: defaultdict(list))
+        files = sorted(Path(latents).glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"no T2I latents in {latents}: run features-t2i first")
+        for file in files:
+            keys, tensors = _read(file, ("latent_mean", "latent_std"))
+            missing = [k for k in keys if k not in row]
+            if missing:
+                raise KeyError(f"{file}: {len(missing)} samples have no T5 embedding (e.g. {missing[0]})")
+            b = buckets[tuple(read_feature_meta(file)["bucket"])]
+            b["keys"] += keys
+            for k, v in tensors.items():
+                b[k].append(v)
+        self.buckets: list[tuple[int, int]] = sorted(buckets)
+        self.keys: list[str] = []
+        self.tensors: dict[str, list[torch.Tensor]] = defaultdict(list)
+        self.offsets = [0]
+        for hw in self.buckets:
+            b = buckets[hw]
+            idx = torch.tensor([row[k] for k in b["keys"]])
+            self.keys += b["keys"]
+            self.tensors["latent_mean"].append(torch.cat(b["latent_mean"]))
+            self.tensors["latent_std"].append(torch.cat(b["latent_std"]))
+            for k in self.TEXT:
+                self.tensors[k].append(text_all[k][idx])
+            self.offsets.append(len(self.keys))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def text_width(self) -> tuple[int, int]:
+        """(tokens, width) of the T5 embeddings."""
+        return tuple(self.tensors["raw_emb"][0].shape[1:])
+
+    def bucket_of(self, index: int) -> int:
+        return next(b for b in range(len(self.buckets)) if index < self.offsets[b + 1])
+
+    def sample_indices(self, size: int, generator: torch.Generator) -> torch.Tensor:
+        sizes = torch.tensor([self.offsets[b + 1] - self.offsets[b] for b in range(len(self.buckets))],
+                             dtype=torch.float)
+        b = int(torch.multinomial(sizes, 1, generator=generator))
+        return self.offsets[b] + torch.randint(0, int(sizes[b]), (size,), generator=generator)
+
+    def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        b = self.bucket_of(int(indices[0]))
+        local = indices - self.offsets[b]
+        if bool((local < 0).any() or (local >= self.offsets[b + 1] - self.offsets[b]).any()):
+            raise ValueError("a T2I micro-batch must stay inside one aspect-ratio bucket")
+        return {k: v[b][local] for k, v in self.tensors.items()}

@@ -1,0 +1,56 @@
+"""What every task's train stage does around the shared loop: resume only a run of the same
+config, skip a finished one, and write a summary DVC reads as metrics."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from lumos.config import FineTune
+from lumos.io import atomic_write_text
+from lumos.train.loop import RunSpec, Task, latest_checkpoint, train
+
+_VOLATILE = ("step", "schedule", "deepspeed")  # may differ between a run and its resumption
+
+
+def resumable(out: Path, config: dict) -> bool:
+    """A checkpoint may be resumed only by a run of the same config (the step count aside)."""
+    ckpt = latest_checkpoint(out)
+    if ckpt is None:
+        return False
+    saved = json.loads((ckpt / "config.json").read_text())
+    keep = lambda c: {k: v for k, v in c.items() if k not in _VOLATILE}  # noqa: E731
+    return keep(saved) == keep(json.loads(json.dumps(config)))
+
+
+def finished(out: Path, config: dict, steps: int) -> bool:
+    ckpt = latest_checkpoint(out)
+    return ckpt is not None and resumable(out, config) and int((ckpt / "DONE").read_text()) >= steps
+
+
+def fine_tune_spec(ft: FineTune, seed: int) -> RunSpec:
+    return RunSpec(steps=ft.steps, global_batch=ft.global_batch, micro_batch=ft.micro_batch,
+                   optimizer=ft.optimizer, precision=ft.precision, zero_stage=ft.zero_stage,
+                   ema_decay=ft.ema_decay, seed=seed, checkpoint_every=ft.checkpoint_every,
+                   log_every=ft.log_every)
+
+
+def summarise(losses: list[float], step: int, checkpoint: str, **extra) -> dict:
+    k = max(1, len(losses) // 5)
+    return {"steps": step, "loss_first": sum(losses[:k]) / k, "loss_last": sum(losses[-k:]) / k,
+            "checkpoint": checkpoint, **extra}
+
+
+def fit(task: Task, spec: RunSpec, out: Path, config: dict, stop_after: int | None = None,
+        log_dir: Path | None = None) -> dict:
+    """Train ``task`` into ``out`` (resuming a run of the same config, else starting afresh)."""
+    if out.exists() and not resumable(out, config):
+        shutil.rmtree(out)  # another config: start afresh rather than resume a different run
+    result = train(task, spec, out, config, stop_after=stop_after, log_dir=log_dir)
+    return summarise(result["losses"], result["step"], result["checkpoint"])
+
+
+def write_summary(path: Path, summary: dict) -> dict:
+    atomic_write_text(path, json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    return summary

@@ -1,0 +1,142 @@
+"""Lumos-T2I's stages (section 3.2, supplement H.2, Table S1): latents -> progressive training
+-> samples.
+
+    datasets/features/t2i/<r...>/   VAE latents of the T2I subset per stage resolution / buckets
+    models/t2i/stage-<i>/           checkpoints of progressive stage i (each resumes the last)
+    models/t2i/dvclive/stage-<i>/   loss curves;  models/t2i/summary.json: every stage
+    samples/t2i/                    one grid per aspect ratio, single images, prompts.json
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+from torchvision.utils import save_image
+
+from lumos.caption.mixing import CaptionMixer
+from lumos.caption.stages import T5_DIR
+from lumos.config import Optimizer, Profile, T2IStage
+from lumos.curation.catalog import T2I_SUBSET
+from lumos.data.buckets import bucket_table, nearest_bucket
+from lumos.data.t2i import T2IDataset, extract_t2i_latents, stage_key
+from lumos.diffusion import GaussianDiffusion
+from lumos.encoders import build_vae
+from lumos.encoders.t5 import T5TextEncoder
+from lumos.sample.i2i import load_model, save_grid
+from lumos.sample.t2i import text_to_image
+from lumos.tasks.priors import prior_checkpoint, t2i_final
+from lumos.tasks.runs import finished, fit, write_summary
+from lumos.tasks.t2i import T2ITask
+from lumos.train.lineage import lineage
+from lumos.train.loop import RunSpec, latest_checkpoint
+
+FEATURES = Path("datasets/features/t2i")
+MODELS = Path("models/t2i")
+SAMPLES = Path("samples/t2i")
+MULTIPLE = 16  # bucket sides: VAE downsampling (8) x DiT patch (2)
+
+
+def run_features(profile: Profile, subset: Path = T2I_SUBSET, out: Path = FEATURES) -> dict:
+    vae = build_vae(profile.vae)
+    keys = {(s.resolution, s.multi_aspect) for s in profile.t2i.stages}
+    result = {}
+    for res, multi in sorted(keys):
+        fingerprint = {"vae": profile.vae.model_dump(), "resolution": res, "multi_aspect": multi}
+        result[stage_key(res, multi)] = extract_t2i_latents(subset, out / stage_key(res, multi), vae, res, multi,
+                                                            profile.features.batch_size, fingerprint, MULTIPLE)
+    for stale in out.iterdir() if out.exists() else []:
+        if stale.name not in result:  # a stage no longer in the schedule
+            shutil.rmtree(stale)
+    return result
+
+
+def stage_spec(profile: Profile, stage: T2IStage) -> RunSpec:
+    t, train = profile.t2i, profile.train
+    opt = Optimizer(lr=stage.lr, weight_decay=stage.weight_decay, warmup_steps=stage.warmup_steps,
+                    grad_clip=train.optimizer.grad_clip)
+    return RunSpec(steps=stage.steps, global_batch=stage.global_batch,
+                   micro_batch=min(t.micro_batch, stage.global_batch), optimizer=opt, precision=t.precision,
+                   zero_stage=t.zero_stage, ema_decay=train.ema_decay, seed=train.seed,
+                   checkpoint_every=t.checkpoint_every, log_every=train.log_every)
+
+
+def run_train(profile: Profile, features: Path = FEATURES, t5: Path = T5_DIR, out: Path = MODELS,
+              prior_roots: dict | None = None, stop_after: int | None = None) -> dict:
+    """Every stage of Table S1 in order; stage 0 starts from the prior, stage i from stage i-1."""
+    t = profile.t2i
+    parent = prior_checkpoint(t.prior, prior_roots)
+    summaries = []
+    for i, stage in enumerate(t.stages):
+        data = T2IDataset(features / stage_key(stage.resolution, stage.multi_aspect), t5)
+        tokens, width = data.text_width
+        latent = data.tensors["latent_mean"][0]
+        vae_f = data.buckets[0][0] // latent.shape[-2]  # image side / latent side
+        model_args = {"variant": profile.model.variant, "latent_channels": latent.shape[1],
+                      "latent_size": stage.resolution // vae_f, "condition_dim": width,
+                      "condition_tokens": tokens, "gradient_checkpointing": profile.train.gradient_checkpointing}
+        task = T2ITask(data, model_args, parent, CaptionMixer(profile.t2i_data.long_caption_ratio),
+                       profile.model.condition_dropout, GaussianDiffusion(profile.diffusion.train_steps))
+        config = {"task": "t2i", "condition": "text", "model_class": "dit", "model_args": model_args,
+                  "stage": i, "stage_settings": stage.model_dump(), "buckets": [list(b) for b in data.buckets],
+                  "encoders": {"vae": profile.vae.model_dump(), "text_encoder": profile.text_encoder.model_dump()},
+                  "diffusion": profile.diffusion.model_dump(), "long_caption_ratio": profile.t2i_data.long_caption_ratio,
+                  "schedule": {"steps": stage.steps},
+                  "lineage": lineage(t.prior if i == 0 else f"t2i-stage-{i - 1}", parent,
+                                     {"t2i_latents": str(features / stage_key(stage.resolution, stage.multi_aspect)),
+                                      "t5_cache": str(t5), "t2i_subset": str(T2I_SUBSET)},
+                                     {"t2i_subset": "datasets/t2i/subset/subset.parquet (t2i-subset stage)"})}
+        stage_out = out / f"stage-{i}"
+        if finished(stage_out, config, stage.steps):
+            ckpt = latest_checkpoint(stage_out)
+            summaries.append(json.loads((stage_out / "summary.json").read_text()))
+        else:
+            summary = fit(task, stage_spec(profile, stage), stage_out, config, stop_after=stop_after,
+                          log_dir=out / "dvclive" / f"stage-{i}")
+            summary.update(stage=i, resolution=stage.resolution, multi_aspect=stage.multi_aspect,
+                           transfer={k: len(v) for k, v in task.transfer.items()})
+            write_summary(stage_out / "summary.json", summary)
+            summaries.append(summary)
+            ckpt = latest_checkpoint(stage_out)
+            if stop_after is not None:
+                break
+        parent = ckpt
+    for extra in sorted(out.glob("stage-*")):  # stages no longer in the schedule
+        if int(extra.name.split("-")[1]) >= len(t.stages):
+            shutil.rmtree(extra)
+    return write_summary(out / "summary.json", {"prior": t.prior, "stages": summaries,
+                                                "loss_last": summaries[-1]["loss_last"],
+                                                "checkpoint": summaries[-1]["checkpoint"]})
+
+
+def read_prompts(subset: Path, n: int) -> list[dict]:
+    rows = duckdb.sql(f"SELECT uid, key, raw_caption FROM '{subset}' ORDER BY key LIMIT {n}").fetchall()
+    return [{"uid": u, "key": k, "prompt": p} for u, k, p in rows]
+
+
+def run_sample(profile: Profile, models: Path = MODELS, subset: Path = T2I_SUBSET, out: Path = SAMPLES) -> dict:
+    ckpt = t2i_final(models)
+    if ckpt is None:
+        raise FileNotFoundError(f"no finished T2I checkpoint in {models}: run train-t2i first")
+    model, config = load_model(ckpt)
+    vae, text = build_vae(profile.vae), T5TextEncoder.from_config(profile.text_encoder)
+    s, last = profile.t2i.sample, profile.t2i.stages[-1]
+    table = bucket_table(last.resolution, MULTIPLE) if last.multi_aspect else [(last.resolution, last.resolution)]
+    prompts = read_prompts(subset, s.prompts)
+    written = []
+    for ratio in s.aspect_ratios:
+        h, w = nearest_bucket(round(1000 * ratio), 1000, table)
+        images = text_to_image(model, vae, text, [p["prompt"] for p in prompts], h, w, profile.diffusion, s.seed)
+        save_grid(images, out / f"grid-{h}x{w}.png", per_row=len(prompts))
+        for p, im in zip(prompts, images):
+            path = out / "images" / f"{h}x{w}" / f"{p['key']}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp.png")
+            save_image(im, str(tmp))
+            tmp.replace(path)
+        written.append({"aspect_ratio": ratio, "height": h, "width": w, "grid": str(out / f"grid-{h}x{w}.png")})
+    manifest = {"checkpoint": str(ckpt), "prompts": prompts, "sizes": written}
+    write_summary(out / "prompts.json", manifest)
+    return manifest
