@@ -4,8 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Debian's Chromium for the browser tests (report, Prefect UI); returns at once when installed,
+# so it runs before the stamp check: a kept .venv on a fresh machine still gets it.
+bash scripts/install-system.sh
+
 VENV=.venv
-stamp="$VENV/.installed-$(cat pyproject.toml requirements.lock scripts/install.sh | sha256sum | cut -c1-16)"
+stamp="$VENV/.installed-$(cat pyproject.toml requirements.lock scripts/install.sh scripts/install-system.sh | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then exit 0; fi
 
 PY=$(command -v python3.11 || command -v python3)

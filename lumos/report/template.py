@@ -17,7 +17,7 @@ TEMPLATE = r"""<!doctype html>
  .charts, .media { display: flex; flex-wrap: wrap; gap: 1em; }
  figure { margin: 0; } figcaption { font-size: .85em; color: #555; word-break: break-all; max-width: 520px; }
  .media img, .media video { max-width: 100%; image-rendering: pixelated; border: 1px solid #ddd; }
- .media figure { max-width: 100%; } .media img.small { min-width: 256px; }
+ .media figure { max-width: 100%; } .media .small { min-width: 256px; }
  .chart-title { font-size: 13px; font-weight: 600; } .tick, .legend { font-size: 10px; fill: #444; }
  .bar { background: #4a90d9; height: .8em; display: inline-block; vertical-align: middle; }
  code { background: #f6f6f6; padding: 0 .2em; }
@@ -74,7 +74,7 @@ TEMPLATE = r"""<!doctype html>
 {% if media.get(task) %}
 <div class="media">{% for m in media[task] %}<figure data-path="{{ m.path }}">
 {% if m.kind == "image" %}<img src="{{ m.data_uri }}" alt="{{ m.path }}" class="small">
-{% elif m.kind == "video" %}<video src="{{ m.data_uri }}" controls muted loop autoplay playsinline data-mime="{{ m.mime }}"></video>
+{% elif m.kind == "video" %}<video class="small" src="{{ m.data_uri }}" controls muted loop autoplay playsinline data-mime="{{ m.mime }}"></video>
 {% else %}<p class="missing">not embedded: {{ m.size }} bytes</p>{% endif %}
 <figcaption>{{ m.path }}</figcaption></figure>{% endfor %}</div>
 {% else %}<p class="missing" data-missing="samples/{{ task }}">missing: <code>samples/{{ task }}</code></p>{% endif %}
