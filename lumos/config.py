@@ -340,6 +340,54 @@ class I2V(Section):
     zero_stage: Annotated[int, Field(ge=0, le=3)] = 2
 
 
+# --------------------------------------------------------------------------- evaluation
+class ImageProtocol(Section):
+    """One FID protocol: which reference images, how many samples, at what resolution."""
+
+    reference: str  # folder, glob or parquet of the reference images
+    prompts: str | None = None  # captions the T2I samples are drawn from (COCO-30K); None: I2I
+    samples: PosInt = 30_000  # generated images (and reference images) compared
+    resolution: PosInt = 256  # both sets are resized to this square before the extractor
+
+
+class VideoProtocol(Section):
+    """One I2V protocol of Table 5: reference clips, how many, frames and resolution."""
+
+    reference: str  # folder or WebVid-format CSV of the reference clips
+    samples: PosInt = 2048
+    frames: Annotated[int, Field(ge=2)] = 16
+    frame_interval: PosInt = 3
+    resolution: PosInt = 256
+
+
+class Alignment(Section):
+    """Mini-world alignment (lumos/eval/alignment.py): colour blobs per 3x3 grid cell."""
+
+    tolerance: PosFloat = 60.0  # RGB distance within which a pixel has a palette colour
+    min_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.01  # of a cell's pixels: a blob
+    cell_px: Annotated[int, Field(ge=4)] = 32  # analysis pixels per cell side
+
+
+class Eval(Section):
+    """Metrics (lumos/eval): FID/KID (Tables 1-2), CLIP score (Fig. 2a), PSNR/SSIM/LPIPS
+    (Table 4), FVD/KVD/PIC (Table 5) and the mini-world alignment score."""
+
+    inception_weights: str | None = None  # torch-fidelity's InceptionV3 file; None: tiny ResNet
+    i3d_weights: str | None = None  # the FVD I3D TorchScript file; None: tiny VideoResNet
+    feature_dim: PosInt = 64  # the tiny extractors' feature width
+    feature_resolution: PosInt = 64  # the tiny extractors' input side
+    seed: int = 0  # the tiny extractors' (and random backbones') weights
+    batch_size: PosInt = 64
+    kid_subsets: PosInt = 100
+    kid_subset_size: Annotated[int, Field(ge=2)] = 1000
+    clip_model: str | None = "ViT-L-14:openai"  # open_clip "ARCH:TAG|PATH"; None: lumos-tiny-clip
+    lpips_net: Literal["alex", "vgg", "squeeze"] = "vgg"
+    lpips_backbone: str | None = None  # torchvision ImageNet weights file; None: random backbone
+    images: dict[str, ImageProtocol] = {}  # e.g. coco30k (T2I), imagenet (I2I)
+    videos: dict[str, VideoProtocol] = {}  # e.g. ucf101, msrvtt
+    alignment: Alignment = Alignment()
+
+
 class Profile(Section):
     """Every stage's section for one scale of the platform."""
 
@@ -358,6 +406,7 @@ class Profile(Section):
     t2i: T2I
     nvs: NVS
     i2v: I2V
+    eval: Eval  # metrics (lumos/eval)
 
 
 class Params(Section):
