@@ -8,8 +8,12 @@ backends are:
   ``embreex`` happens to be installed), Lambert shading from face normals with ambient light,
   colours from the mesh's face colours, alpha = hit mask on a transparent background.
   No shadows, no bounces, no textures (texture visuals are baked to colours by trimesh).
-- ``"cycles"`` (:class:`CyclesRenderer`): registered but NOT implemented; building it raises
-  an error naming ``pip install bpy``. It marks where a Blender backend would sit.
+- ``"cycles"`` (:class:`lumos.render.cycles.CyclesRenderer`): Blender Cycles via ``bpy``, run
+  in its own venv (bpy pins numpy<2) as a subprocess per object; building it without that
+  venv raises an error naming ``pip install bpy``.
+
+``render_object`` calls ``Renderer.render_file`` (every view of one file, normalised to the
+unit box), so both backends write the same files.
 
 Camera convention: OpenCV world-to-camera matrices (see :mod:`lumos.render.cameras`);
 ``fov_deg`` is the full field of view of the square image. The default 49.1 deg is
@@ -141,7 +145,9 @@ def ray_hits_box(origin: np.ndarray, dirs: np.ndarray, lo: np.ndarray, hi: np.nd
 
 
 class Renderer:
-    """Interface: ``render(mesh, w2c, resolution, fov_deg) -> (R, R, 4) uint8 RGBA``."""
+    """Interface: ``render(mesh, w2c, resolution, fov_deg) -> (R, R, 4) uint8 RGBA``, and
+    ``render_file(path, w2cs, resolution, fov_deg)``: every view of a mesh file normalised to
+    the unit box (a backend may load the file its own way, as Cycles does)."""
 
     name = "base"
 
@@ -153,6 +159,12 @@ class Renderer:
         fov_deg: float = DEFAULT_FOV_DEG,
     ) -> np.ndarray:
         raise NotImplementedError
+
+    def render_file(
+        self, path: Path | str, w2cs: Sequence[np.ndarray], resolution: int, fov_deg: float = DEFAULT_FOV_DEG
+    ) -> list[np.ndarray]:
+        mesh = normalize_mesh(load_mesh(path))
+        return [self.render(mesh, w2c, resolution, fov_deg) for w2c in w2cs]
 
 
 @RENDERERS.register("raycast")
@@ -208,25 +220,11 @@ class RaycastRenderer(Renderer):
 
 
 @RENDERERS.register("cycles")
-class CyclesRenderer(Renderer):
-    """Registered placeholder for Blender Cycles via ``bpy``: NOT implemented here.
+def _cycles(**kwargs) -> Renderer:
+    """Blender Cycles (:mod:`lumos.render.cycles`, imported only when asked for)."""
+    from lumos.render.cycles import CyclesRenderer
 
-    It exists so configs can name ``"cycles"`` and get a clear error instead of an unknown
-    name. Implementing it means: ``pip install bpy``, import the GLB, set the camera from
-    ``w2c`` (convert OpenCV to Blender's OpenGL camera), render RGBA with film_transparent.
-    """
-
-    name = "cycles"
-
-    def __init__(self, **_: object) -> None:
-        try:
-            import bpy  # noqa: F401
-        except ImportError:
-            raise RuntimeError(
-                "renderer 'cycles' needs Blender's Python module: `pip install bpy` "
-                "(and the Cycles backend is not implemented yet; use renderer 'raycast')"
-            ) from None
-        raise NotImplementedError("renderer 'cycles' is registered but not implemented; use 'raycast'")
+    return CyclesRenderer(**kwargs)
 
 
 def get_renderer(name: str = "raycast", **kwargs) -> Renderer:
@@ -260,13 +258,13 @@ def render_object(
         return target
     if isinstance(renderer, str):
         renderer = get_renderer(renderer)
-    mesh = normalize_mesh(load_mesh(glb_path))
+    cams = [Camera(*cam) for cam in cameras]
+    w2cs = [cam.w2c() for cam in cams]
+    images = renderer.render_file(glb_path, w2cs, resolution, fov_deg)
     views = []
     with atomic_dir(target) as tmp:
-        for i, cam in enumerate(cameras):
-            cam = Camera(*cam)
-            w2c = cam.w2c()
-            (tmp / f"{i:03d}.png").write_bytes(_png(renderer.render(mesh, w2c, resolution, fov_deg)))
+        for i, (cam, w2c, rgba) in enumerate(zip(cams, w2cs, images, strict=True)):
+            (tmp / f"{i:03d}.png").write_bytes(_png(rgba))
             views.append({"index": i, "image": f"{i:03d}.png", **cam.to_dict(), "w2c": w2c.tolist()})
         meta = {
             "uid": glb_path.stem,
