@@ -5,8 +5,9 @@ Measured on 40 demo objects x 8 random views (1.5-2.2 from the centre, elevation
 the alpha masks (alpha > 127) of the two backends have IoU min 0.956 / mean 0.994 at 32 px
 (min 0.983 / mean 0.997 at 64 px); the misses are edge pixels (Cycles' pixel filter
 antialiases, the ray caster samples one ray per pixel centre). A vertically flipped Cycles
-image scores a median IoU of 0.74 and the neighbouring view 0.71, so the bounds below
-(0.93 per view, 0.98 mean) catch a wrong camera convention with margin to spare.
+image scores a median IoU of 0.74 and the neighbouring view 0.71. The test's 3 objects x 6
+views (thin torus, cone tips: the hardest shapes) score min 0.965 / mean 0.987, so the bounds
+below (0.93 per view, 0.97 mean) leave margin and still catch a wrong camera convention.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def test_same_files_as_raycast_and_masks_agree(tmp_path, cycles):
             xa, xb = np.asarray(ia), np.asarray(ib)
             assert (xb[..., 3] == 0).any() and (xb[..., 3] == 255).any()  # transparent film
             ious.append(_iou(xa[..., 3] > 127, xb[..., 3] > 127))
-    assert min(ious) > 0.93 and np.mean(ious) > 0.98, ious
+    assert min(ious) > 0.93 and np.mean(ious) > 0.97, ious
     # deterministic: fixed seed, fixed sample count, no denoiser
     again = cycles.render_file(glb, [c.w2c() for c in cams[:2]], 32)
     for i, img in enumerate(again):
