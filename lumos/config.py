@@ -259,6 +259,36 @@ class Train(Section):
         return self
 
 
+class Launch(Section):
+    """How training stages start: in the flow's own process, or through DeepSpeed's launcher
+    (``deepspeed [--hostfile F] [--num_nodes N] [--num_gpus G] ... --module lumos.cli STAGE``).
+
+    See lumos/train/launch.py and docs/scale-out.md. Rank 0 writes checkpoints and summaries.
+    """
+
+    mode: Literal["inprocess", "deepspeed"] = "inprocess"
+    hostfile: str | None = None  # MPI-style lines "host slots=N"; None: this machine only
+    num_nodes: PosInt | None = None  # the first N hosts of the hostfile; None: all of them
+    num_gpus: PosInt | None = None  # processes per node; None: every device (CPU: one per NUMA node)
+    include: str | None = None  # deepspeed --include, e.g. "worker-0@worker-1:0,2"
+    exclude: str | None = None  # deepspeed --exclude, e.g. "worker-1:0"
+    master_addr: str | None = None  # None: 127.0.0.1 alone, else the first host's `hostname -I`
+    master_port: Annotated[int, Field(ge=1, le=65535)] | None = None  # None: a free port at launch
+    launcher: Literal["pdsh", "openmpi", "mvapich", "mpich", "slurm", "impi"] = "pdsh"  # multi-node
+    launcher_args: str = ""  # passed to the multi-node launcher as one string
+    env: dict[str, str] = {}  # extra environment of every rank (exported to remote nodes too)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Launch:
+        if self.include and self.exclude:
+            raise ValueError("include and exclude are mutually exclusive")
+        if (self.include or self.exclude) and (self.num_nodes or self.num_gpus):
+            raise ValueError("num_nodes/num_gpus cannot be combined with include/exclude")
+        if (self.num_nodes or 1) > 1 and self.hostfile is None:
+            raise ValueError(f"num_nodes is {self.num_nodes} but no hostfile names the nodes")
+        return self
+
+
 class Features(Section):
     """The `features` cache: VAE latents and condition tokens, computed once per shard."""
 
@@ -287,10 +317,27 @@ class T2IStage(Section):
     warmup_steps: NonNegInt = 1000
 
 
+Prior = Literal["i2i", "t2i", "none"]  # Fig. 5, Tables 4-5: which checkpoint a task starts from
+
+
+class T2ISample(Section):
+    """Prompts -> images with CFG, at each listed aspect ratio (height / width, a bucket's)."""
+
+    prompts: PosInt = 8  # mini-world captions taken from the T2I subset, in order
+    aspect_ratios: Annotated[list[PosFloat], Field(min_length=1)] = [1.0, 0.5625]
+    seed: int = 0
+
+
 class T2I(Section):
     """Progressive T2I fine-tuning (supplement H.2, Table S1)."""
 
+    prior: Literal["i2i", "none"] = "i2i"  # a T2I prior for T2I would be the task itself
     stages: Annotated[list[T2IStage], Field(min_length=1)]
+    micro_batch: PosInt = 64
+    precision: Precision = "fp16"
+    zero_stage: Annotated[int, Field(ge=0, le=3)] = 2
+    checkpoint_every: PosInt = 5000
+    sample: T2ISample = T2ISample()
 
     @model_validator(mode="after")
     def _progressive(self) -> T2I:
@@ -298,6 +345,22 @@ class T2I(Section):
         if res != sorted(res):
             raise ValueError(f"stage resolutions must not decrease, got {res}")
         return self
+
+
+class FineTune(Section):
+    """One downstream fine-tuning run from a prior (supplement H.3, H.4)."""
+
+    prior: Prior = "i2i"
+    steps: PosInt
+    global_batch: PosInt
+    micro_batch: PosInt
+    optimizer: Optimizer = Optimizer()
+    precision: Precision = "fp16"
+    zero_stage: Annotated[int, Field(ge=0, le=3)] = 2
+    gradient_checkpointing: bool = True
+    ema_decay: Prob = 0.9999
+    checkpoint_every: PosInt = 5000
+    log_every: PosInt = 100
 
 
 class NVS(Section):
@@ -313,6 +376,8 @@ class NVS(Section):
     elevation_deg: Annotated[list[float], Field(min_length=2, max_length=2)] = [-10.0, 40.0]
     eval_azimuths: PosInt = 16
     eval_elevations_deg: list[float] = [0.0, 30.0]
+    train: FineTune  # H.3
+    sample_objects: PosInt = 2  # GSO-protocol objects turned into strips by sample-nvs
 
 
 class VideoSource(Section):
@@ -335,9 +400,8 @@ class I2V(Section):
     frame_interval: PosInt = 3
     resolution: PosInt = 256
     source: VideoSource = VideoSource()
-    lr: PosFloat = 2e-5
-    precision: Precision = "bf16"
-    zero_stage: Annotated[int, Field(ge=0, le=3)] = 2
+    train: FineTune  # H.4
+    sample_clips: PosInt = 2  # evaluation clips turned into videos by sample-i2v
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -402,6 +466,7 @@ class Profile(Section):
     diffusion: Diffusion
     features: Features
     train: Train
+    launch: Launch = Launch()  # how training stages start (in-process or deepspeed)
     sample: Sample
     t2i: T2I
     nvs: NVS

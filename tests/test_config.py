@@ -49,7 +49,8 @@ def test_paper_profile_holds_the_papers_values(params):
         (1024, True, 20000, 16 * 64, 4e-5, 1000),
     ]
     assert (p.nvs.views, p.nvs.eval_azimuths, p.nvs.eval_elevations_deg) == (32, 16, [0.0, 30.0])
-    assert (p.i2v.frames, p.i2v.frame_interval, p.i2v.lr, p.i2v.precision) == (16, 3, 2e-5, "bf16")
+    assert (p.i2v.frames, p.i2v.frame_interval, p.i2v.train.optimizer.lr, p.i2v.train.precision) == (16, 3, 2e-5, "bf16")
+    assert (p.nvs.train.global_batch, p.i2v.train.global_batch, p.i2v.train.zero_stage) == (16384, 4096, 2)
 
 
 def test_profile_is_chosen_by_one_key(raw):

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import duckdb
 import torch
-from PIL import Image
 from safetensors import safe_open
 from torchvision.transforms import v2
 from tqdm import tqdm

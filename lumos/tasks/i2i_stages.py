@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 from lumos.config import Profile
@@ -17,10 +15,10 @@ from lumos.data.extract import extract_features, load_images
 from lumos.data.features import FeatureShards
 from lumos.diffusion import GaussianDiffusion
 from lumos.encoders import build_vae, build_vision_encoder
-from lumos.io import atomic_write_text
 from lumos.sample.i2i import interpolation, load_model, save_grid, variations
 from lumos.tasks.i2i import I2ITask
-from lumos.train.loop import RunSpec, latest_checkpoint, train
+from lumos.tasks.runs import fit, write_summary
+from lumos.train.loop import RunSpec, latest_checkpoint
 
 FEATURES = Path("datasets/features/i2i")
 MODELS = Path("models/i2i")
@@ -42,36 +40,18 @@ def run_spec(profile: Profile) -> RunSpec:
                    log_every=t.log_every)
 
 
-def _resumable(out: Path, config: dict) -> bool:
-    """A checkpoint may be resumed only by a run of the same config (the step count aside)."""
-    ckpt = latest_checkpoint(out)
-    if ckpt is None:
-        return False
-    saved = json.loads((ckpt / "config.json").read_text())
-    keep = lambda c: {k: v for k, v in c.items() if k not in ("step", "schedule", "deepspeed")}  # noqa: E731
-    return keep(saved) == keep(config)
-
-
 def run_train(profile: Profile, features: Path = FEATURES, out: Path = MODELS,
               stop_after: int | None = None) -> dict:
     data = FeatureShards(features)
     task = I2ITask(data, profile.model.variant, profile.model.condition_dropout,
                    GaussianDiffusion(profile.diffusion.train_steps),
                    profile.train.gradient_checkpointing)
-    config = {"task": "i2i", "model_args": task.model_args(),
+    config = {"task": "i2i", "condition": "vision", "model_class": "dit", "model_args": task.model_args(),
               "encoders": {"vae": profile.vae.model_dump(), "vision_encoder": profile.vision_encoder.model_dump()},
               "train": profile.train.model_dump(exclude={"steps", "checkpoint_every", "log_every"}),
               "schedule": {"steps": profile.train.steps}, "diffusion": profile.diffusion.model_dump(),
               "features": {"samples": len(data), "keys_head": data.keys[:3]}}
-    if out.exists() and not _resumable(out, config):
-        shutil.rmtree(out)  # another config: start afresh rather than resume a different run
-    result = train(task, run_spec(profile), out, config, stop_after=stop_after)
-    losses = result["losses"]
-    k = max(1, len(losses) // 5)
-    summary = {"steps": result["step"], "loss_first": sum(losses[:k]) / k,
-               "loss_last": sum(losses[-k:]) / k, "checkpoint": result["checkpoint"]}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
-    return summary
+    return write_summary(out / "summary.json", fit(task, run_spec(profile), out, config, stop_after=stop_after))
 
 
 def run_sample(profile: Profile, models: Path = MODELS, catalog: Path = DEFAULT_CATALOG,

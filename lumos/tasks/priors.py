@@ -18,7 +18,7 @@ PRIOR_MODELS = {"i2i": Path("models/i2i"), "t2i": Path("models/t2i")}
 
 def t2i_final(models: Path = PRIOR_MODELS["t2i"]) -> Path | None:
     """The T2I prior is the last progressive stage's latest checkpoint."""
-    stages = sorted(models.glob("stage-*"), key=lambda p: int(p.name.split("-")[1]))
+    stages = sorted((models / "stages").glob("stage-*"), key=lambda p: int(p.name.split("-")[1]))
     return latest_checkpoint(stages[-1]) if stages else None
 
 

@@ -43,11 +43,12 @@ def summarise(losses: list[float], step: int, checkpoint: str, **extra) -> dict:
 
 
 def fit(task: Task, spec: RunSpec, out: Path, config: dict, stop_after: int | None = None,
-        log_dir: Path | None = None) -> dict:
+        log_dir: Path | None = None, log_step_offset: int = 0) -> dict:
     """Train ``task`` into ``out`` (resuming a run of the same config, else starting afresh)."""
     if out.exists() and not resumable(out, config):
         shutil.rmtree(out)  # another config: start afresh rather than resume a different run
-    result = train(task, spec, out, config, stop_after=stop_after, log_dir=log_dir)
+    result = train(task, spec, out, config, stop_after=stop_after, log_dir=log_dir,
+                   log_step_offset=log_step_offset)
     return summarise(result["losses"], result["step"], result["checkpoint"])
 
 

@@ -2,8 +2,8 @@
 -> samples.
 
     datasets/features/t2i/<r...>/   VAE latents of the T2I subset per stage resolution / buckets
-    models/t2i/stage-<i>/           checkpoints of progressive stage i (each resumes the last)
-    models/t2i/dvclive/stage-<i>/   loss curves;  models/t2i/summary.json: every stage
+    models/t2i/stages/stage-<i>/    checkpoints of progressive stage i (each resumes the last)
+    models/t2i/dvclive/             loss curves of all stages, one step axis; summary.json
     samples/t2i/                    one grid per aspect ratio, single images, prompts.json
 """
 
@@ -88,13 +88,13 @@ def run_train(profile: Profile, features: Path = FEATURES, t5: Path = T5_DIR, ou
                                      {"t2i_latents": str(features / stage_key(stage.resolution, stage.multi_aspect)),
                                       "t5_cache": str(t5), "t2i_subset": str(T2I_SUBSET)},
                                      {"t2i_subset": "datasets/t2i/subset/subset.parquet (t2i-subset stage)"})}
-        stage_out = out / f"stage-{i}"
+        stage_out = out / "stages" / f"stage-{i}"
         if finished(stage_out, config, stage.steps):
             ckpt = latest_checkpoint(stage_out)
             summaries.append(json.loads((stage_out / "summary.json").read_text()))
         else:
             summary = fit(task, stage_spec(profile, stage), stage_out, config, stop_after=stop_after,
-                          log_dir=out / "dvclive" / f"stage-{i}")
+                          log_dir=out / "dvclive", log_step_offset=sum(s.steps for s in t.stages[:i]))
             summary.update(stage=i, resolution=stage.resolution, multi_aspect=stage.multi_aspect,
                            transfer={k: len(v) for k, v in task.transfer.items()})
             write_summary(stage_out / "summary.json", summary)
@@ -103,7 +103,7 @@ def run_train(profile: Profile, features: Path = FEATURES, t5: Path = T5_DIR, ou
             if stop_after is not None:
                 break
         parent = ckpt
-    for extra in sorted(out.glob("stage-*")):  # stages no longer in the schedule
+    for extra in sorted((out / "stages").glob("stage-*")):  # stages no longer in the schedule
         if int(extra.name.split("-")[1]) >= len(t.stages):
             shutil.rmtree(extra)
     return write_summary(out / "summary.json", {"prior": t.prior, "stages": summaries,

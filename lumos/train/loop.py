@@ -98,10 +98,12 @@ def save_checkpoint(engine, ema: EMA, out: Path, step: int, config: dict, losses
 
 
 def train(task: Task, spec: RunSpec, out_dir: Path | str, config: dict,
-          stop_after: int | None = None, log_dir: Path | str | None = None) -> dict:
+          stop_after: int | None = None, log_dir: Path | str | None = None,
+          log_step_offset: int = 0) -> dict:
     """Train ``task`` for ``spec.steps`` optimizer steps into ``out_dir`` (resuming if possible).
 
     ``stop_after`` ends the run early after that step (as a kill would, but cleanly), for tests.
+    ``log_step_offset`` continues another run's curves in ``log_dir`` (progressive T2I stages).
     Returns the per-step losses of the whole run (resumed ones included) and the final step.
     """
     import deepspeed
@@ -135,7 +137,7 @@ def train(task: Task, spec: RunSpec, out_dir: Path | str, config: dict,
     accum = ds_config["gradient_accumulation_steps"]
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(spec.precision, torch.float32)
     lead = rank() == 0  # rank 0 logs and shows progress
-    live = Live(str(log_dir or out / "dvclive"), resume=resume is not None, dvcyaml=False,
+    live = Live(str(log_dir or out / "dvclive"), resume=resume is not None or log_step_offset > 0, dvcyaml=False,
                 save_dvc_exp=False, report=None) if lead else None  # dvc.yaml declares the plots
     last = spec.steps if stop_after is None else min(spec.steps, stop_after)
     bar = tqdm(range(start, last), initial=start, total=spec.steps, desc=f"train {task.name}",
@@ -158,7 +160,7 @@ def train(task: Task, spec: RunSpec, out_dir: Path | str, config: dict,
         if live is not None and ((step + 1) % spec.log_every == 0 or step + 1 == last):
             window = losses[-(step % spec.log_every + 1):]
             bar.set_postfix(loss=f"{step_loss:.4f}")
-            live.step = step + 1
+            live.step = log_step_offset + step + 1
             live.log_metric("train/loss", sum(window) / len(window))  # mean since the last log
             live.log_metric("train/lr", engine.get_lr()[0])
             live.make_summary()

@@ -487,7 +487,8 @@ def prepare_webvid(csv_path: Path | str, out_dir: Path | str, frames: int = 16,
 
 
 def iter_samples(out_dir: Path | str) -> Iterable[tuple[str, np.ndarray, dict]]:
-    """Read the shards back: ``(key, frames, meta)`` in shard order (plain tarfile, no deps)."""
+    """Read the shards back: ``(key, frames, meta)`` in shard order (plain tarfile, no deps);
+    ``meta["tar"]`` names the shard file."""
     import tarfile
 
     out = Path(out_dir)
@@ -502,4 +503,4 @@ def iter_samples(out_dir: Path | str) -> Iterable[tuple[str, np.ndarray, dict]]:
             for key in sorted(members):
                 parts = members[key]
                 yield (key, np.load(io.BytesIO(parts["npy"]), allow_pickle=False),
-                       json.loads(parts["json"]))
+                       {**json.loads(parts["json"]), "tar": tar_path.name})

@@ -1,0 +1,117 @@
+"""The NVS training set (supplement G.3, H.3): per rendered object, every view's VAE latent
+(composited on white, as Zero-1-to-3), its encoder tokens and its camera.
+
+    datasets/features/nvs/<split>/<uid>.safetensors   latent_mean/std (V,C,h,w), condition (V,M,d),
+                                                      w2c (V,4,4); meta: elevations, azimuths
+
+Pairs are every ordered (input view a, target view b), a != b, of one object; the relative pose
+x_b = R x_a + T is computed on the fly from the two world-to-camera matrices.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save
+from tqdm import tqdm
+
+from lumos.io import atomic_write_bytes
+from lumos.render.pairs import composite
+from lumos.render.renderer import DONE
+
+
+def load_views(obj_dir: Path) -> tuple[torch.Tensor, dict]:
+    """(V,3,R,R) float [0,1] views on white, and the object's cameras.json."""
+    meta = json.loads((obj_dir / "cameras.json").read_text())
+    views = [composite(np.asarray(Image.open(obj_dir / v["image"]).convert("RGBA"))) for v in meta["views"]]
+    return torch.from_numpy(np.stack(views)).permute(0, 3, 1, 2).contiguous(), meta
+
+
+@torch.no_grad()
+def extract_nvs_features(render_dir: Path | str, out_dir: Path | str, vae, encoder, batch_size: int,
+                         fingerprint: dict) -> dict:
+    render_dir, out = Path(render_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    objects = sorted(p for p in render_dir.iterdir() if (p / DONE).exists()) if render_dir.exists() else []
+    counts, wanted = {"computed": 0, "cached": 0, "objects": len(objects)}, set()
+    for obj in tqdm(objects, desc=f"nvs features {render_dir.name}", dynamic_ncols=True):
+        target = out / f"{obj.name}.safetensors"
+        wanted.add(target.name)
+        meta = {"fingerprint": fingerprint, "uid": obj.name,
+                "cameras": json.loads((obj / "cameras.json").read_text())}
+        if target.exists() and _meta(target) == meta:
+            counts["cached"] += 1
+            continue
+        x, cams = load_views(obj)
+        means, stds, conds = [], [], []
+        for i in range(0, len(x), batch_size):
+            mean, std = vae.encode(x[i: i + batch_size] * 2 - 1)
+            means.append(mean.float())
+            stds.append(std.float())
+            conds.append(encoder(x[i: i + batch_size]).float())
+        tensors = {"latent_mean": torch.cat(means), "latent_std": torch.cat(stds),
+                   "condition": torch.cat(conds),
+                   "w2c": torch.tensor([v["w2c"] for v in cams["views"]], dtype=torch.float32)}
+        atomic_write_bytes(target, save({k: v.contiguous() for k, v in tensors.items()},
+                                        metadata={"meta": json.dumps(meta, sort_keys=True)}))
+        counts["computed"] += 1
+    for stale in out.glob("*.safetensors"):
+        if stale.name not in wanted:
+            stale.unlink()
+    return counts
+
+
+def _meta(path: Path) -> dict:
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads(f.metadata()["meta"])
+
+
+def relative_pose(w2c_a: torch.Tensor, w2c_b: torch.Tensor) -> torch.Tensor:
+    """(B,4,4) x 2 -> (B,12): R = R_b R_a^T and T = t_b - R t_a (eq. S1), R row-major then T."""
+    ra, ta = w2c_a[:, :3, :3], w2c_a[:, :3, 3]
+    rb, tb = w2c_b[:, :3, :3], w2c_b[:, :3, 3]
+    r = rb @ ra.transpose(1, 2)
+    t = tb - (r @ ta[..., None])[..., 0]
+    return torch.cat([r.flatten(1), t], dim=1)
+
+
+class NVSObjects:
+    """Every object's cached views; index k -> (object, input view a, target view b), a != b."""
+
+    def __init__(self, root: Path | str) -> None:
+        files = sorted(Path(root).glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"no NVS features in {root}: run features-nvs first")
+        self.uids, parts, self.meta = [], {}, []
+        for file in files:
+            with safe_open(str(file), framework="pt") as f:
+                for k in ("latent_mean", "latent_std", "condition", "w2c"):
+                    parts.setdefault(k, []).append(f.get_tensor(k))
+                self.meta.append(json.loads(f.metadata()["meta"]))
+            self.uids.append(file.stem)
+        views = {t.shape[0] for t in parts["w2c"]}
+        if len(views) != 1:
+            raise ValueError(f"{root}: objects have different view counts {sorted(views)}")
+        self.views = views.pop()
+        self.tensors = {k: torch.stack(v) for k, v in parts.items()}  # (O, V, ...)
+
+    def __len__(self) -> int:
+        return len(self.uids) * self.views * (self.views - 1)
+
+    def pair(self, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        per_object = self.views * (self.views - 1)
+        obj, r = k // per_object, k % per_object
+        a, b = r // (self.views - 1), r % (self.views - 1)
+        return obj, a, b + (b >= a).long()  # skip b == a
+
+    def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        o, a, b = self.pair(indices)
+        t = self.tensors
+        return {"latent_mean": t["latent_mean"][o, b], "latent_std": t["latent_std"][o, b],
+                "input_latent": t["latent_mean"][o, a], "condition": t["condition"][o, a],
+                "pose": relative_pose(t["w2c"][o, a], t["w2c"][o, b])}

@@ -1,0 +1,89 @@
+"""Lumos-I2V's stages (supplement G.4, H.4): clip features -> fine-tuning -> clips.
+
+    datasets/features/i2v/   per clip shard: every frame's VAE latent, first-frame tokens
+    models/i2v/              checkpoints, dvclive, summary.json
+    samples/i2v/             <key>.mp4 / <key>.gif / <key>.npy (generated frames), manifest.json
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from lumos.config import Profile
+from lumos.data.features import FeatureShards
+from lumos.data.i2v import extract_i2v_features
+from lumos.diffusion import GaussianDiffusion
+from lumos.encoders import build_vae, build_vision_encoder
+from lumos.io import atomic_write_bytes
+from lumos.sample.i2i import load_model
+from lumos.sample.i2v import image_to_video_latents, write_clip
+from lumos.tasks.i2v import I2VTask
+from lumos.tasks.priors import prior_checkpoint
+from lumos.tasks.runs import fine_tune_spec, fit, write_summary
+from lumos.train.lineage import lineage
+from lumos.train.loop import latest_checkpoint
+
+CLIPS = Path("datasets/clips/webvid")
+FEATURES = Path("datasets/features/i2v")
+MODELS = Path("models/i2v")
+SAMPLES = Path("samples/i2v")
+
+
+def run_features(profile: Profile, clips: Path = CLIPS, out: Path = FEATURES) -> dict:
+    fingerprint = {"vae": profile.vae.model_dump(), "vision_encoder": profile.vision_encoder.model_dump(),
+                   "frames": profile.i2v.frames, "resolution": profile.i2v.resolution}
+    return extract_i2v_features(clips, out, build_vae(profile.vae), build_vision_encoder(profile.vision_encoder),
+                                fingerprint)
+
+
+def run_train(profile: Profile, features: Path = FEATURES, out: Path = MODELS,
+              prior_roots: dict | None = None, stop_after: int | None = None) -> dict:
+    ft = profile.i2v.train
+    data = FeatureShards(features)
+    mean, cond = data.tensors["latent_mean"], data.tensors["condition"]
+    model_args = {"variant": profile.model.variant, "latent_channels": mean.shape[2],
+                  "latent_size": mean.shape[-1], "condition_dim": cond.shape[-1],
+                  "condition_tokens": cond.shape[1], "gradient_checkpointing": ft.gradient_checkpointing,
+                  "max_frames": mean.shape[1]}
+    parent = prior_checkpoint(ft.prior, prior_roots)
+    task = I2VTask(data, model_args, parent, profile.model.condition_dropout,
+                   GaussianDiffusion(profile.diffusion.train_steps))
+    config = {"task": "i2v", "condition": "vision", "model_class": "video", "model_args": model_args,
+              "train": ft.model_dump(exclude={"steps", "checkpoint_every", "log_every"}),
+              "schedule": {"steps": ft.steps}, "diffusion": profile.diffusion.model_dump(),
+              "encoders": {"vae": profile.vae.model_dump(), "vision_encoder": profile.vision_encoder.model_dump()},
+              "data": {"clips": len(data), "frames": mean.shape[1]},
+              "lineage": lineage(ft.prior, parent, {"i2v_features": str(features), "clips": str(CLIPS)},
+                                 {"clips": "datasets/clips/webvid/index.parquet WHERE status = 'ok'"})}
+    summary = fit(task, fine_tune_spec(ft, profile.train.seed), out, config, stop_after=stop_after)
+    summary.update(prior=ft.prior, transfer={k: len(v) for k, v in task.transfer.items()})
+    return write_summary(out / "summary.json", summary)
+
+
+def run_sample(profile: Profile, models: Path = MODELS, features: Path = FEATURES, out: Path = SAMPLES) -> dict:
+    """The first frames of the first ``i2v.sample_clips`` prepared clips -> generated clips."""
+    ckpt = latest_checkpoint(models)
+    if ckpt is None:
+        raise FileNotFoundError(f"no finished I2V checkpoint in {models}: run train-i2v first")
+    model, _ = load_model(ckpt)
+    vae = build_vae(profile.vae)
+    data = FeatureShards(features)
+    n = min(profile.i2v.sample_clips, len(data))
+    first = data.tensors["latent_mean"][:n, 0]
+    z = image_to_video_latents(model, first, data.tensors["condition"][:n], profile.i2v.frames,
+                               profile.diffusion, profile.sample.seed)
+    written = []
+    for key, clip in zip(data.keys[:n], z):
+        frames = ((vae.decode(clip).clamp(-1, 1) + 1) / 2 * 255).round().byte().permute(0, 2, 3, 1).numpy()
+        write_clip(frames, out / f"{key}.mp4", out / f"{key}.gif")
+        buf = io.BytesIO()
+        np.save(buf, frames)
+        atomic_write_bytes(out / f"{key}.npy", buf.getvalue())
+        written.append({"key": key, "mp4": str(out / f"{key}.mp4"), "gif": str(out / f"{key}.gif"),
+                        "frames": int(frames.shape[0])})
+    manifest = {"checkpoint": str(ckpt), "clips": written}
+    write_summary(out / "manifest.json", manifest)
+    return manifest

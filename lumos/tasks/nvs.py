@@ -1,0 +1,47 @@
+"""Lumos-NVS (supplement H.3, eq. S1): predict a target view's latent from an input view (its
+latent concatenated to the noisy target, its tokens through cross-attention) and the relative
+camera pose (R, T) added to the timestep embedding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lumos.data.nvs import NVSObjects
+from lumos.diffusion import GaussianDiffusion
+from lumos.models import NVSDiT
+from lumos.tasks.priors import init_from
+
+
+@dataclass
+class NVSTask:
+    data: NVSObjects
+    model_args: dict
+    parent: Path | None
+    condition_dropout: float
+    diffusion: GaussianDiffusion
+    name: str = "nvs"
+    transfer: dict = field(default_factory=dict)
+
+    def build_model(self) -> NVSDiT:
+        model = NVSDiT(**self.model_args)
+        self.transfer = init_from(model, self.parent, condition="vision")
+        return model
+
+    def num_samples(self) -> int:
+        return len(self.data)
+
+    def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.data.batch(indices)
+
+    def loss(self, forward: nn.Module, model: NVSDiT, batch: dict[str, torch.Tensor],
+             generator: torch.Generator) -> torch.Tensor:
+        mean, std = batch["latent_mean"], batch["latent_std"]
+        z0 = mean + std * torch.randn(mean.shape, generator=generator).to(mean)
+        drop = (torch.rand(mean.shape[0], generator=generator) < self.condition_dropout).to(mean.device)
+        cond = model.drop_condition(batch["condition"], drop)
+        return self.diffusion.loss(forward, z0, cond, generator, input_latent=batch["input_latent"],
+                                   pose=batch["pose"])

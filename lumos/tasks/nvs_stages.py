@@ -1,0 +1,100 @@
+"""Lumos-NVS's stages (supplement G.3, H.3): view features -> fine-tuning -> novel views.
+
+    datasets/features/nvs/{objaverse,gso}/   per object: view latents, tokens, cameras
+    models/nvs/                              checkpoints, dvclive, summary.json
+    samples/nvs/                             strip-<uid>.png (input, predicted, true views) and
+                                             <uid>/<view>.png for every GSO-protocol camera
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from lumos.config import Profile
+from lumos.data.nvs import NVSObjects, extract_nvs_features, load_views
+from lumos.diffusion import GaussianDiffusion
+from lumos.encoders import build_vae, build_vision_encoder
+from lumos.render.stages import RENDERS
+from lumos.sample.i2i import load_model, save_grid
+from lumos.sample.nvs import novel_views
+from lumos.tasks.nvs import NVSTask
+from lumos.tasks.priors import prior_checkpoint
+from lumos.tasks.runs import fine_tune_spec, fit, write_summary
+from lumos.train.lineage import lineage
+from lumos.train.loop import latest_checkpoint
+
+FEATURES = Path("datasets/features/nvs")
+MODELS = Path("models/nvs")
+SAMPLES = Path("samples/nvs")
+SPLITS = ("objaverse", "gso")
+
+
+def run_features(profile: Profile, renders: Path = RENDERS, out: Path = FEATURES) -> dict:
+    vae, encoder = build_vae(profile.vae), build_vision_encoder(profile.vision_encoder)
+    fingerprint = {"vae": profile.vae.model_dump(), "vision_encoder": profile.vision_encoder.model_dump()}
+    return {split: extract_nvs_features(renders / split, out / split, vae, encoder,
+                                        profile.features.batch_size, fingerprint) for split in SPLITS}
+
+
+def run_train(profile: Profile, features: Path = FEATURES, out: Path = MODELS,
+              prior_roots: dict | None = None, stop_after: int | None = None) -> dict:
+    ft = profile.nvs.train
+    data = NVSObjects(features / "objaverse")
+    mean, cond = data.tensors["latent_mean"], data.tensors["condition"]
+    model_args = {"variant": profile.model.variant, "latent_channels": mean.shape[2],
+                  "latent_size": mean.shape[-1], "condition_dim": cond.shape[-1],
+                  "condition_tokens": cond.shape[2], "gradient_checkpointing": ft.gradient_checkpointing}
+    parent = prior_checkpoint(ft.prior, prior_roots)
+    task = NVSTask(data, model_args, parent, profile.model.condition_dropout,
+                   GaussianDiffusion(profile.diffusion.train_steps))
+    config = {"task": "nvs", "condition": "vision", "model_class": "nvs", "model_args": model_args,
+              "train": ft.model_dump(exclude={"steps", "checkpoint_every", "log_every"}),
+              "schedule": {"steps": ft.steps}, "diffusion": profile.diffusion.model_dump(),
+              "encoders": {"vae": profile.vae.model_dump(), "vision_encoder": profile.vision_encoder.model_dump()},
+              "data": {"objects": len(data.uids), "views": data.views, "pairs": len(data)},
+              "lineage": lineage(ft.prior, parent, {"nvs_features": str(features / "objaverse"),
+                                                    "renders": str(RENDERS / "objaverse")},
+                                 {"objects": "datasets/renders/views.parquet WHERE split = 'objaverse'"})}
+    summary = fit(task, fine_tune_spec(ft, profile.train.seed), out, config, stop_after=stop_after)
+    summary.update(prior=ft.prior, transfer={k: len(v) for k, v in task.transfer.items()})
+    return write_summary(out / "summary.json", summary)
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    return (x.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def run_sample(profile: Profile, models: Path = MODELS, features: Path = FEATURES, renders: Path = RENDERS,
+               out: Path = SAMPLES) -> dict:
+    """The GSO protocol: condition on view 0 (azimuth 0, first elevation) of each object, render
+    every protocol camera; strips show input | predicted | true views at the first elevation."""
+    ckpt = latest_checkpoint(models)
+    if ckpt is None:
+        raise FileNotFoundError(f"no finished NVS checkpoint in {models}: run train-nvs first")
+    model, _ = load_model(ckpt)
+    vae = build_vae(profile.vae)
+    gso = NVSObjects(features / "gso")
+    n_az = profile.nvs.eval_azimuths
+    written = []
+    for o, uid in enumerate(gso.uids[: profile.nvs.sample_objects]):
+        t = gso.tensors
+        pred = novel_views(model, vae, t["latent_mean"][o, 0], t["condition"][o, 0], t["w2c"][o, 0],
+                           t["w2c"][o], profile.diffusion, profile.sample.seed)
+        truth, _ = load_views(renders / "gso" / uid)
+        for i, img in enumerate(pred):
+            path = out / uid / f"{i:03d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp.png")
+            Image.fromarray(_to_uint8(img)).save(tmp)
+            tmp.replace(path)
+        strip = torch.cat([truth[:1], pred[:n_az], truth[:1], truth[:n_az]])
+        save_grid(strip, out / f"strip-{uid}.png", per_row=n_az + 1)
+        written.append({"uid": uid, "strip": str(out / f"strip-{uid}.png"), "views": len(pred)})
+    manifest = {"checkpoint": str(ckpt), "input_view": 0, "objects": written,
+                "cameras": gso.meta[0]["cameras"]["views"] if gso.meta else []}
+    write_summary(out / "manifest.json", manifest)
+    return manifest
