@@ -17,9 +17,12 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from flows._cli import run_from_command_line
 from flows.caption import FLOWS as CAPTION_FLOWS
 from flows.curate import curate_flow
+from flows.evaluate import FLOWS as EVALUATE_FLOWS
 from flows.i2i import FLOWS as I2I_FLOWS
 from flows.mini_world import mini_world_flow
 from flows.render import render_flow
+from flows.report import report_flow
+from flows.transfer import FLOWS as TRANSFER_FLOWS
 from flows.video import prepare_webvid_flow
 
 # In dependency order (the edges of dvc.yaml).
@@ -34,6 +37,9 @@ STEPS = [
     ("features-t5", CAPTION_FLOWS["t5"]),
     ("prepare-webvid", prepare_webvid_flow),
     ("render-objaverse", render_flow),
+    *TRANSFER_FLOWS.items(),  # features/train/sample of t2i, then nvs (may start from t2i), then i2v
+    *EVALUATE_FLOWS.items(),
+    ("report", report_flow),
 ]
 
 
