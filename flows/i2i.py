@@ -9,6 +9,7 @@ import json
 
 from lumos.config import DEFAULT_PARAMS, load_params
 from lumos.tasks import i2i_stages
+from lumos.train.launch import run_training_stage
 from flows._cli import run_from_command_line
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -23,7 +24,10 @@ def features_flow(params: str = str(DEFAULT_PARAMS)) -> dict:
 
 @flow(name="train-i2i", log_prints=True)
 def train_flow(params: str = str(DEFAULT_PARAMS)) -> dict:
-    summary = i2i_stages.run_train(load_params(params).active)
+    # launch.mode: deepspeed runs `deepspeed ... --module lumos.cli train-i2i` with its logs
+    # streamed here (a failure fails this run); inprocess calls i2i_stages.run_train directly.
+    summary = run_training_stage("train-i2i", load_params(params).active.launch, params,
+                                 result_file=i2i_stages.MODELS / "summary.json")
     create_markdown_artifact(
         key="train-i2i", description="Lumos-I2I training summary",
         markdown=f"## Lumos-I2I\n\n```json\n{json.dumps(summary, indent=1)}\n```\n")
