@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lumos.demo.clips import encode_mp4
 from lumos.report import build_report
 from lumos.report.browser import chromium_page, chromium_path
 
@@ -61,8 +62,8 @@ def _gif(path: Path) -> None:
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=120, loop=0)
 
 
-def _mp4(path: Path) -> None:
-    """H.264 (what Chromium plays; MPEG-4 part 2 it does not)."""
+def _mp4_h264(path: Path) -> None:
+    """H.264, which Chromium plays as is."""
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=8)
         s.width = s.height = 64
@@ -81,7 +82,7 @@ def _write_json(path: Path, data) -> None:
 
 def _checkpoint(root: Path, run: str, step: int, done: bool, lineage: dict | None) -> str:
     d = root / "models" / run / "checkpoints" / f"step-{step:07d}"
-    cfg = {"task": run.split("-")[0], "step": step,
+    cfg = {"task": run.split("/")[0].split("-")[0], "step": step,
            "model_args": {"variant": "tiny", "latent_size": 8, "condition_dim": 32}}
     if lineage is not None:
         cfg["lineage"] = lineage
@@ -102,15 +103,22 @@ def make_project(root: Path) -> Path:
     _png(root / "samples/i2i/interpolation.png", 512, 64)
     _png(root / "samples/t2i/grid.png", 256, 256)
     _png(root / "samples/nvs/strip-000.png", 512, 64)
+    for view in range(3):  # per-view images in a sub-folder: counted, not embedded
+        _png(root / f"samples/nvs/000/{view:03d}.png", 64, 64)
     (root / "samples/i2v").mkdir(parents=True)
     _gif(root / "samples/i2v/clip-000.gif")
-    _mp4(root / "samples/i2v/clip-000.mp4")
+    # the pipeline's own MP4s are MPEG-4 Part 2, which the report re-encodes for the browser
+    (root / "samples/i2v/clip-000.mp4").write_bytes(encode_mp4(_frames(8), fps=8))
+    _mp4_h264(root / "samples/i2v/clip-001.mp4")
     _write_json(root / "datasets/curation/funnel.json", FUNNEL)
     data = {"images": "datasets/curation/keep", "features": "datasets/features/i2i"}
     parent = _checkpoint(root, "i2i", 10, True, {"prior": "none", "parent": None, "datasets": data})
     _checkpoint(root, "i2i", 20, False, {"prior": "none", "parent": None, "datasets": data})  # unfinished
-    _checkpoint(root, "t2i", 5, True, {"prior": "i2i", "parent": parent,
-                                       "datasets": {"captions": "datasets/t2i/captions"}})
+    # T2I's progressive stages nest (models/t2i/stages/stage-<i>); parents are recorded as dicts
+    captions = {"path": "datasets/t2i/captions", "dvc_output": "datasets/t2i/captions", "dvc_md5": "ab12.dir"}
+    _checkpoint(root, "t2i/stages/stage-0", 5, True, {
+        "prior": "i2i", "parent": {"checkpoint": parent, "task": "i2i", "step": 10, "sha256_16": "0123abcd"},
+        "datasets": {"captions": captions}})
     return root
 
 
@@ -147,7 +155,7 @@ def test_summary_lists_what_was_found_and_what_is_missing(report):
     _, out, summary = report
     assert out.is_file() and summary["out"] == str(out)
     assert summary["metrics"]["nvs"] == ["metrics/nvs.json", "metrics/nvs-none.json", "metrics/nvs-t2i.json"]
-    assert summary["samples"] == {"i2i": 2, "t2i": 1, "nvs": 1, "i2v": 2}
+    assert summary["samples"] == {"i2i": 2, "t2i": 1, "nvs": 1, "i2v": 3}
     assert "metrics/i2i.json" in summary["missing"] and summary["problems"] == []
     html = out.read_text()
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing fetched
@@ -187,7 +195,9 @@ def test_images_decode_and_video_plays(page):
     assert all(done and w > 0 for _, done, w in widths), widths
     assert dict((a, w) for a, _, w in widths)["samples/i2i/interpolation.png"] == 512
     video = page.evaluate("[...document.querySelectorAll('video')].map(v => [v.videoWidth, v.error])")
-    assert video == [[64, None]]
+    assert video == [[64, None], [64, None]]  # both decode, the MPEG-4 one after re-encoding
+    assert "mpeg4 re-encoded to H.264" in page.locator('figure[data-path="samples/i2v/clip-000.mp4"]').inner_text()
+    assert "3 more image(s)" in page.locator("#samples").inner_text()
     assert page.locator("svg.chart").count() == 2  # i2i loss; nvs loss with nvs-none overlaid
     assert page.locator("svg.chart polyline").count() == 3
 
@@ -197,15 +207,16 @@ def test_funnel_and_lineage(page):
     assert row.locator('td[data-stage="rows_in"]').get_attribute("data-value") == "506"
     assert row.locator('td[data-stage="kept"]').get_attribute("data-value") == "83"
     assert "16.4%" in row.inner_text()
-    t2i = page.locator('table.checkpoints[data-run="t2i"] tbody tr')
+    t2i = page.locator('table.checkpoints[data-run="t2i/stages/stage-0"] tbody tr')
     assert t2i.count() == 1 and "i2i" in t2i.inner_text()
     link = t2i.locator("a")
     assert link.inner_text() == "models/i2i/checkpoints/step-0000010"
     assert page.locator(link.get_attribute("href")).count() == 1  # the parent's row is in the report
     i2i = page.locator('table.checkpoints[data-run="i2i"] tbody tr').all_inner_texts()
     assert "yes (DONE)" in i2i[0] and "no" in i2i[1]
-    lineage = page.locator('table.lineage[data-run="t2i"]').inner_text()
-    assert "lineage.prior\ti2i" in lineage and "lineage.datasets.captions\tdatasets/t2i/captions" in lineage
+    lineage = page.locator('table.lineage[data-run="t2i/stages/stage-0"]').inner_text()
+    assert "lineage.prior\ti2i" in lineage and "lineage.parent.sha256_16\t0123abcd" in lineage
+    assert "lineage.datasets.captions.dvc_md5\tab12.dir" in lineage
     assert "model_args.latent_size\t8" in lineage
 
 

@@ -4,10 +4,12 @@ The contract (paths relative to the project root):
 
     metrics/<task>.json              nested dicts of numbers; an optional "prior" key (i2i|t2i|none)
     metrics/<task>-<prior>.json      baseline runs of the same task (extra rows, as in Tables 4-5)
-    models/<run>/dvclive/plots/metrics/**/*.tsv   curves (columns: step, <metric>)
+    models/<run>/dvclive/plots/metrics/**/*.tsv   curves (columns: step, <metric>); <run> is
+                                     nvs, nvs-none, ... or nested (t2i/stages/stage-0)
     samples/<task>/**                *.png|*.gif|*.jpg|*.webp images, *.mp4|*.webm clips
     datasets/curation/funnel.json    {source: {rows_in, selected, downloaded, decoded, kept}}
-    models/<run>/checkpoints/step-*/config.json   task, step, model_args, lineage (DONE = finished)
+    models/<run>/checkpoints/step-*/config.json   task, step, model_args, lineage (DONE = finished);
+                                     lineage.parent: a checkpoint path, or {checkpoint, task, step, ...}
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import mimetypes
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lumos.report.video import browser_video
+
 TASKS = ("i2i", "t2i", "nvs", "i2v")
 FUNNEL = Path("datasets/curation/funnel.json")
 IMAGE_SUFFIXES = {".png", ".gif", ".jpg", ".jpeg", ".webp", ".svg"}
 VIDEO_SUFFIXES = {".mp4", ".webm"}
 MAX_EMBED_BYTES = 16 * 2**20  # larger files are listed, not embedded
+MAX_NESTED = 24
 
 
 @dataclass
@@ -53,6 +58,7 @@ class Media:
     mime: str
     data_uri: str | None
     size: int
+    note: str | None = None
 
 
 @dataclass
@@ -70,6 +76,7 @@ class Inputs:
     metrics: dict[str, list[MetricRun]] = field(default_factory=dict)
     curves: list[Curve] = field(default_factory=list)
     media: dict[str, list[Media]] = field(default_factory=dict)
+    media_not_embedded: dict[str, int] = field(default_factory=dict)  # task -> files left out
     funnel: dict | None = None
     checkpoints: dict[str, list[Checkpoint]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)  # expected inputs that are not there
@@ -152,18 +159,24 @@ def read_tsv(path: Path) -> tuple[str, list[float], list[float]]:
     return (header[y] if y is not None else path.stem), steps, values
 
 
+def task_of(run: str) -> str:
+    """``nvs``, ``nvs-none`` and ``t2i/stages/stage-0`` belong to tasks nvs, nvs and t2i."""
+    return run.split("/", 1)[0].split("-", 1)[0]
+
+
 def collect_curves(inputs: Inputs) -> None:
     models = inputs.root / "models"
     found_runs = set()
-    for tsv in sorted(models.glob("*/dvclive/plots/metrics/**/*.tsv")) if models.is_dir() else []:
-        run = tsv.relative_to(models).parts[0]
+    for tsv in sorted(models.glob("**/dvclive/plots/metrics/**/*.tsv")) if models.is_dir() else []:
+        parts = tsv.relative_to(models).parts
+        run = "/".join(parts[: parts.index("dvclive")])
         base = models / run / "dvclive/plots/metrics"
         try:
             _, steps, values = read_tsv(tsv)
         except (OSError, UnicodeDecodeError, csv.Error) as err:
             inputs.problems.append(f"{_rel(inputs.root, tsv)}: {err}")
             continue
-        found_runs.add(run.split("-", 1)[0])
+        found_runs.add(task_of(run))
         name = tsv.relative_to(base).with_suffix("").as_posix()
         inputs.curves.append(Curve(run, name, _rel(inputs.root, tsv), steps, values))
     for task in TASKS:
@@ -178,22 +191,30 @@ def _media(root: Path, task: str, path: Path) -> Media:
     size = path.stat().st_size
     if size > MAX_EMBED_BYTES:
         return Media(task, _rel(root, path), "skipped", mime, None, size)
-    uri = f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
-    return Media(task, _rel(root, path), kind, mime, uri, size)
+    data, note = path.read_bytes(), None
+    if kind == "video":
+        data, mime, note = browser_video(path)
+    uri = f"data:{mime};base64,{base64.b64encode(data).decode()}"
+    return Media(task, _rel(root, path), kind, mime, uri, size, note)
 
 
 def collect_media(inputs: Inputs) -> None:
+    """The files directly in samples/<task>/ (grids, strips, clips) are embedded; the single
+    images in its sub-folders only when there is nothing at the top, at most MAX_NESTED."""
     samples = inputs.root / "samples"
     tasks = {p.name for p in samples.iterdir() if p.is_dir()} if samples.is_dir() else set()
     for task in _tasks_with_extras(tasks):
         folder = samples / task
-        files = [p for p in sorted(folder.rglob("*")) if p.is_file()
+        files = [p for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")
                  and p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES] if folder.is_dir() else []
         if not files:
             inputs.missing.append(f"samples/{task}")
             continue
+        top = [p for p in files if p.parent == folder] or files[:MAX_NESTED]
+        if len(top) < len(files):
+            inputs.media_not_embedded[task] = len(files) - len(top)
         inputs.media[task] = []
-        for p in files:
+        for p in top:
             try:
                 inputs.media[task].append(_media(inputs.root, task, p))
             except OSError as err:
@@ -224,13 +245,13 @@ def _step(path: Path) -> int | None:
 
 def collect_checkpoints(inputs: Inputs) -> None:
     models = inputs.root / "models"
-    runs = sorted(p.parent.name for p in models.glob("*/checkpoints")) if models.is_dir() else []
+    runs = sorted({p.parent.relative_to(models).as_posix() for p in models.glob("**/checkpoints")
+                   if p.is_dir()}) if models.is_dir() else []
     for task in TASKS:
-        if not any(r.split("-", 1)[0] == task for r in runs):
+        if not any(task_of(r) == task for r in runs):
             inputs.missing.append(f"models/{task}/checkpoints")
-    for run in _tasks_with_extras(set(runs)):
-        if run not in runs:
-            continue
+    order = {t: i for i, t in enumerate(_tasks_with_extras({task_of(r) for r in runs}))}
+    for run in sorted(runs, key=lambda r: (order[task_of(r)], r)):
         cks = []
         for d in sorted((models / run / "checkpoints").glob("step-*"), key=lambda p: (_step(p) or -1, p.name)):
             if not d.is_dir():

@@ -7,7 +7,7 @@ import re
 import jinja2
 from markupsafe import Markup
 
-from lumos.report.collect import TASKS, Checkpoint, Inputs
+from lumos.report.collect import TASKS, Checkpoint, Inputs, task_of
 from lumos.report.svg import line_chart
 from lumos.report.tables import TITLES, build_table, fmt, generic_table
 from lumos.report.template import TEMPLATE
@@ -28,7 +28,7 @@ def _curve_groups(inputs: Inputs) -> list[dict]:
     """One chart per (task, metric name); runs of a task (models/nvs, models/nvs-none) overlay."""
     charts: dict[tuple[str, str], list] = {}
     for c in inputs.curves:
-        charts.setdefault((c.run.split("-", 1)[0], c.name), []).append(c)
+        charts.setdefault((task_of(c.run), c.name), []).append(c)
     groups: dict[str, list] = {}
     for (task, name), curves in charts.items():
         series = [(c.run if len(curves) > 1 else "", c.steps, c.values) for c in curves]
@@ -68,11 +68,15 @@ def _anchor(path: str) -> str:
 def _lineage(inputs: Inputs) -> list[dict]:
     known = [c.path for cks in inputs.checkpoints.values() for c in cks]
 
+    def parent_path(parent: object) -> str | None:
+        """A parent recorded as a path, or as {"checkpoint": path, "task", "step", ...}."""
+        if isinstance(parent, dict):
+            parent = parent.get("checkpoint")
+        return parent.rstrip("/") if isinstance(parent, str) and parent else None
+
     def parent_anchor(parent: object) -> str | None:
-        if not isinstance(parent, str) or not parent:
-            return None
-        p = parent.rstrip("/")
-        match = [k for k in known if p == k or p.endswith("/" + k)]
+        p = parent_path(parent)
+        match = [k for k in known if p and (p == k or p.endswith("/" + k))]
         return _anchor(match[0]) if match else None
 
     def view(c: Checkpoint) -> dict:
@@ -81,7 +85,8 @@ def _lineage(inputs: Inputs) -> list[dict]:
         parent = lin.get("parent")
         return {"path": c.path, "anchor": _anchor(c.path), "step": cfg.get("step", c.step), "done": c.done,
                 "task": cfg.get("task", "-"), "prior": fmt(lin.get("prior")) if lin else "-",
-                "parent": fmt(parent) if lin else "-", "parent_anchor": parent_anchor(parent)}
+                "parent": (parent_path(parent) or fmt(parent)) if lin else "-",
+                "parent_anchor": parent_anchor(parent)}
 
     runs = []
     for run, cks in inputs.checkpoints.items():
@@ -117,7 +122,7 @@ def render(inputs: Inputs, title: str = "Lumos report") -> str:
         tables={t: build_table(t, runs) for t, runs in inputs.metrics.items()},
         curve_groups=curve_groups, curve_tasks={g["task"] for g in curve_groups},
         media_tasks=list(TASKS) + sorted(t for t in inputs.media if t not in TASKS),
-        media=inputs.media, sample_titles=SAMPLE_TITLES,
+        media=inputs.media, not_embedded=inputs.media_not_embedded, sample_titles=SAMPLE_TITLES,
         funnel=_funnel(inputs.funnel) if inputs.funnel else None,
-        lineage=lineage, lineage_tasks={r["run"].split("-", 1)[0] for r in lineage},
+        lineage=lineage, lineage_tasks={task_of(r["run"]) for r in lineage},
     )

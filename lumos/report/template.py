@@ -76,7 +76,8 @@ TEMPLATE = r"""<!doctype html>
 {% if m.kind == "image" %}<img src="{{ m.data_uri }}" alt="{{ m.path }}" class="small">
 {% elif m.kind == "video" %}<video class="small" src="{{ m.data_uri }}" controls muted loop autoplay playsinline data-mime="{{ m.mime }}"></video>
 {% else %}<p class="missing">not embedded: {{ m.size }} bytes</p>{% endif %}
-<figcaption>{{ m.path }}</figcaption></figure>{% endfor %}</div>
+<figcaption>{{ m.path }}{% if m.note %} ({{ m.note }}){% endif %}</figcaption></figure>{% endfor %}</div>
+{% if not_embedded.get(task) %}<p class="source">{{ not_embedded[task] }} more image(s) in sub-folders of <code>samples/{{ task }}</code> (not embedded).</p>{% endif %}
 {% else %}<p class="missing" data-missing="samples/{{ task }}">missing: <code>samples/{{ task }}</code></p>{% endif %}
 {% endfor %}
 </section>
