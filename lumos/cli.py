@@ -218,6 +218,35 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ablate_args(p: argparse.ArgumentParser) -> None:
+    from lumos.experiments import GRIDS
+
+    p.add_argument("grid", nargs="?", choices=sorted(GRIDS), help="the ablation to queue (none: list them)")
+    p.add_argument("--run", action="store_true", help="then run the queue (`dvc exp run --run-all`)")
+    p.add_argument("--dry", action="store_true", help="print the dvc commands only")
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    import shlex
+
+    from lumos.experiments import GRIDS, queue, queue_commands
+
+    if args.grid is None:
+        for name, grid in GRIDS.items():
+            print(f"{name:12s} {len(grid.points())} runs -> {grid.target}: {grid.about}")
+        return 0
+    if args.dry:
+        for cmd in queue_commands(args.grid, load_params(args.params).profile):
+            print(shlex.join(cmd))
+        return 0
+    names = queue(args.grid, run=args.run, params=str(args.params))
+    print(f"queued {len(names)}: {', '.join(names)}" + ("" if args.run else "; run: dvc exp run --run-all"))
+    return 0
+
+
+COMMANDS.register("ablate")(Command(
+    "tool: queue a section 4.3 ablation grid as DVC experiments (then `dvc exp show`)",
+    _ablate_args, _ablate, stage=False))
 COMMANDS.register("params")(Command(
     "tool: validate params.yaml and print the active profile", _no_args, _params, stage=False))
 COMMANDS.register("serve")(Command(

@@ -248,6 +248,7 @@ class Train(Section):
     seed: int = 0
     checkpoint_every: PosInt = 5000
     log_every: PosInt = 100
+    max_samples: PosInt | None = None  # I2I data scale (section 4.3): the first N cached samples
 
     @model_validator(mode="after")
     def _batch_divides(self) -> Train:

@@ -59,6 +59,13 @@ class FeatureShards(Dataset):
     def __len__(self) -> int:
         return len(self.keys)
 
+    def limit(self, n: int | None) -> FeatureShards:
+        """Keep the first ``n`` samples (in shard, then key order): the data-scale ablation."""
+        if n is not None and n < len(self.keys):
+            self.keys = self.keys[:n]
+            self.tensors = {k: v[:n] for k, v in self.tensors.items()}
+        return self
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {k: v[i] for k, v in self.tensors.items()}
 

@@ -42,7 +42,7 @@ def run_spec(profile: Profile) -> RunSpec:
 
 def run_train(profile: Profile, features: Path = FEATURES, out: Path = MODELS,
               stop_after: int | None = None) -> dict:
-    data = FeatureShards(features)
+    data = FeatureShards(features).limit(profile.train.max_samples)
     task = I2ITask(data, profile.model.variant, profile.model.condition_dropout,
                    GaussianDiffusion(profile.diffusion.train_steps),
                    profile.train.gradient_checkpointing)
