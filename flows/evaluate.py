@@ -5,20 +5,19 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 from lumos.config import DEFAULT_PARAMS, load_params
-from lumos.eval import stages
 from flows._cli import run_from_command_line
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 
 def _make_flow(task: str):
-    run = getattr(stages, f"run_evaluate_{task}")
-
     @flow(name=f"evaluate-{task}", log_prints=True)
     def evaluate_flow(params: str = str(DEFAULT_PARAMS)) -> dict:
+        run = getattr(importlib.import_module("lumos.eval.stages"), f"run_evaluate_{task}")  # heavy: on use
         metrics = run(load_params(params).active)
         create_markdown_artifact(key=f"evaluate-{task}", description=f"metrics/{task}.json",
                                  markdown=f"## {task} metrics\n\n```json\n{json.dumps(metrics, indent=1)}\n```\n")

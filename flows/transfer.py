@@ -10,17 +10,17 @@ Training goes through `lumos.train.launch` (the `deepspeed` launcher, or in-proc
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 from pathlib import Path
 
 from lumos.config import DEFAULT_PARAMS, load_params
-from lumos.tasks import i2v_stages, nvs_stages, t2i_stages
 from lumos.train.launch import run_training_stage
 from flows._cli import run_from_command_line
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-STAGES = {"t2i": t2i_stages, "nvs": nvs_stages, "i2v": i2v_stages}
+TASKS = ("t2i", "nvs", "i2v")
 TITLES = {"t2i": "Lumos-T2I", "nvs": "Lumos-NVS", "i2v": "Lumos-I2V"}
 
 
@@ -34,25 +34,32 @@ def _pictures(task: str, out: Path) -> list[str]:
     return [_inline(p, mime) for p in sorted(out.glob(pattern))]
 
 
+def _stages(task: str):
+    """lumos.tasks.<task>_stages, imported when a flow runs (each stage process needs one task's
+    models only: importing all three costs seconds per DVC stage)."""
+    return importlib.import_module(f"lumos.tasks.{task}_stages")
+
+
 def _make_flows(task: str) -> dict:
-    stages, title = STAGES[task], TITLES[task]
+    title = TITLES[task]
 
     @flow(name=f"features-{task}", log_prints=True)
     def features_flow(params: str = str(DEFAULT_PARAMS)) -> dict:
-        result = stages.run_features(load_params(params).active)
+        result = _stages(task).run_features(load_params(params).active)
         get_run_logger().info("features-%s: %s", task, result)
         return result
 
     @flow(name=f"train-{task}", log_prints=True)
     def train_flow(params: str = str(DEFAULT_PARAMS)) -> dict:
         summary = run_training_stage(f"train-{task}", load_params(params).active.launch, params,
-                                     result_file=stages.MODELS / "summary.json")
+                                     result_file=Path("models") / task / "summary.json")
         create_markdown_artifact(key=f"train-{task}", description=f"{title} training summary",
                                  markdown=f"## {title}\n\n```json\n{json.dumps(summary, indent=1)}\n```\n")
         return summary
 
     @flow(name=f"sample-{task}", log_prints=True)
     def sample_flow(params: str = str(DEFAULT_PARAMS)) -> dict:
+        stages = _stages(task)
         result = stages.run_sample(load_params(params).active)
         create_markdown_artifact(key=f"sample-{task}", description=f"{title} samples",
                                  markdown=f"## {title} samples\n\n" + "\n\n".join(_pictures(task, stages.SAMPLES)))
@@ -61,7 +68,7 @@ def _make_flows(task: str) -> dict:
     return {f"features-{task}": features_flow, f"train-{task}": train_flow, f"sample-{task}": sample_flow}
 
 
-FLOWS = {name: f for task in STAGES for name, f in _make_flows(task).items()}
+FLOWS = {name: f for task in TASKS for name, f in _make_flows(task).items()}
 
 if __name__ == "__main__":
     run_from_command_line(__doc__, FLOWS)
