@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import prefect.main  # noqa: F401  (Prefect sets up its logging now, not inside a capsys test)
 import pytest
@@ -97,6 +98,33 @@ def test_lines_are_streamed_as_they_arrive_and_failure_quotes_the_tail():
     e = err.value
     assert e.returncode == 3 and e.tail[-1] == "line 59" and len(e.tail) == 40
     assert "demo failed with exit code 3" in str(e) and "| line 59" in str(e)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+    except FileNotFoundError:
+        return True
+    return state in "ZX"  # exited, not yet reaped
+
+
+def test_an_interrupted_stream_stops_the_launch_and_its_children():
+    """A cancelled flow run (Prefect turns SIGTERM into an exception) takes the whole launch down."""
+    script = ("import subprocess, time\nchild = subprocess.Popen(['sleep', '60'])\n"
+              "print(child.pid, flush=True)\ntime.sleep(60)\n")
+    pids = []
+
+    def cancel(line: str) -> None:
+        pids.append(int(line))
+        raise KeyboardInterrupt
+
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_streaming([sys.executable, "-c", script], log=cancel)
+    deadline = time.monotonic() + 5
+    while not _gone(pids[0]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(pids[0]) and time.monotonic() - start < 10
 
 
 def test_outside_a_flow_lines_go_to_stdout(capsys):

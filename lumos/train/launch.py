@@ -9,7 +9,9 @@ A training stage is a ``lumos`` CLI command (``train-i2i``, ``train-t2i``, ...).
 
 in a subprocess whose output goes, line by line as it arrives, to the Prefect run logger (in a
 flow) or to stdout; a non-zero exit raises :class:`LaunchError` with the exit code and the last
-lines, so the flow run fails. ``inprocess`` runs the same command's function in this process.
+lines, so the flow run fails. If the flow run is cancelled (Prefect raises in the flow on SIGTERM)
+the launcher's whole process group is stopped. ``inprocess`` runs the same command's function in
+this process.
 
 A flow calls::
 
@@ -247,7 +249,7 @@ def run_training_stage(command: str, launch: Launch, params: str | Path = DEFAUL
                        log: Callable[[str], None] | None = None) -> dict:
     """Run the ``lumos`` stage ``command`` as ``launch.mode`` says and return its result.
 
-    ``inprocess``: the command's function on the active profile, in this process.
+    ``inprocess``: the command's function on the active profile, in this process (and directory).
     ``deepspeed``: :func:`launch_stage`, then the JSON the stage wrote to ``result_file`` (which
     must be newer than the launch; relative to ``cwd``); without one, the launch's record.
     Raises :class:`LaunchError` when the launched command fails.
