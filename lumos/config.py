@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -107,6 +107,13 @@ class Download(Section):
     distributor: Literal["multiprocessing", "pyspark", "ray"] = "multiprocessing"
     allow_hosts: list[str] = []  # loopback/private hosts allowed anyway (the mini-world's 127.0.0.1)
     allow_file_urls: bool = False
+
+    @field_validator("resize_mode", mode="before")
+    @classmethod
+    def _yaml11_no(cls, value: object) -> object:
+        """`dvc exp run -S` rewrites params.yaml and drops the quotes of "no", which YAML 1.1
+        then reads as false: take that false back as img2dataset's "no"."""
+        return "no" if value is False else value
 
 
 class Aesthetic(Section):

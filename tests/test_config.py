@@ -139,3 +139,10 @@ def test_cli_rejects_misspelt_key_before_any_work(raw, tmp_path):
     assert proc.returncode == 2
     assert "profiles.tiny.mini_world.seeed: unknown key" in proc.stderr
     assert not out.exists()
+
+
+def test_resize_mode_no_survives_dvc_rewriting_params():
+    """`dvc exp run -S` re-dumps params.yaml with `no` unquoted: YAML 1.1 reads it as false."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text().replace('resize_mode: "no"', "resize_mode: no"))
+    assert raw["profiles"]["tiny"]["curation"]["download"]["resize_mode"] is False
+    assert parse_params(raw, "params.yaml").active.curation.download.resize_mode == "no"

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import copy_project
+from conftest import copy_project, free_port
 
 
 def _run(args: list[str], cwd: Path, env: dict) -> str:
@@ -20,7 +24,30 @@ def _run(args: list[str], cwd: Path, env: dict) -> str:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> tuple[Path, dict]:
-    return copy_project(tmp_path_factory.mktemp("clone"))
+    """A copy of the project whose stages report to one local Prefect server (SQLite, 127.0.0.1),
+    as an operator's would; without it each of the ~30 stage processes starts its own
+    temporary server (seconds each)."""
+    root, env = copy_project(tmp_path_factory.mktemp("clone"))
+    port = free_port()
+    home = tmp_path_factory.mktemp("prefect-home")
+    env.update(PREFECT_HOME=str(home), PREFECT_API_URL=f"http://127.0.0.1:{port}/api")
+    server = subprocess.Popen(["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              cwd=root, env=env, stdout=(home / "server.log").open("w"),
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{env['PREFECT_API_URL']}/health", timeout=5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError(f"Prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
+                time.sleep(1)
+        yield root, env
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
 
 
 STAGES = ["mini-world", "curate-select", "curate-download", "curate-score", "curate-keep",

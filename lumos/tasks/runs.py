@@ -4,6 +4,7 @@ config, skip a finished one, and write a summary DVC reads as metrics."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -45,13 +46,22 @@ def summarise(losses: list[float], step: int, checkpoint: str, **extra) -> dict:
 def fit(task: Task, spec: RunSpec, out: Path, config: dict, stop_after: int | None = None,
         log_dir: Path | None = None, log_step_offset: int = 0) -> dict:
     """Train ``task`` into ``out`` (resuming a run of the same config, else starting afresh)."""
-    if out.exists() and not resumable(out, config):
+    if out.exists() and not resumable(out, config) and _rank() == 0:
         shutil.rmtree(out)  # another config: start afresh rather than resume a different run
     result = train(task, spec, out, config, stop_after=stop_after, log_dir=log_dir,
                    log_step_offset=log_step_offset)
     return summarise(result["losses"], result["step"], result["checkpoint"])
 
 
+def _rank() -> int:
+    """This process's rank (launcher env before the process group exists, else the group's)."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", "0"))
+
+
 def write_summary(path: Path, summary: dict) -> dict:
-    atomic_write_text(path, json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    """Rank 0 writes (every rank has its own losses; the first rank's are the record)."""
+    if _rank() == 0:
+        atomic_write_text(path, json.dumps(summary, indent=1, sort_keys=True) + "\n")
     return summary

@@ -24,6 +24,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+MPI_RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID", "MV2_COMM_WORLD_RANK")
+
+
 def init_distributed() -> None:
     """Join (or, alone, create) the process group: the launcher's env vars, else rank 0 of 1."""
     import deepspeed
@@ -31,10 +34,13 @@ def init_distributed() -> None:
 
     if dist.is_initialized():
         return
-    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"),
-                       ("MASTER_ADDR", "127.0.0.1")):
-        os.environ.setdefault(key, value)
-    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    # Under mpirun / srun, DeepSpeed discovers ranks from the MPI or Slurm variables: only a
+    # process started alone gets the rank-0-of-1 defaults.
+    if not any(k in os.environ for k in MPI_RANK_VARIABLES):
+        for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"),
+                           ("MASTER_ADDR", "127.0.0.1")):
+            os.environ.setdefault(key, value)
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
     if not torch.cuda.is_available():
         deepspeed.ops.__compatible_ops__ = {"deepspeed_shm_comm": False}  # no JIT build on CPU
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo",
