@@ -27,7 +27,7 @@ if ! curl -sf "$PREFECT_API_URL/health" >/dev/null; then
 fi
 setsid nohup python -m flows.serve >"$STATE/serve.log" 2>&1 &
 echo $! >"$STATE/serve.pid"
-wait_for 180 "the deployments" prefect deployment inspect curate/curate-laion
+wait_for 180 "the deployments" prefect deployment inspect lumos-pipeline/lumos-pipeline  # served last
 
 echo "Prefect UI: http://127.0.0.1:$PORT    (logs in $STATE)"
 echo "Run a deployment with:"
