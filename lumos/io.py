@@ -59,3 +59,49 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
         path.rename(old)
     tmp.rename(path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- fsspec locations
+def is_url(path: Path | str) -> bool:
+    """True for ``scheme://...`` locations other than local files (s3://, gs://, memory://, http://)."""
+    s = str(path)
+    return "://" in s and not s.startswith("file://")
+
+
+def _strip_file(path: Path | str) -> Path:
+    s = str(path)
+    return Path(s[len("file://"):] if s.startswith("file://") else s)
+
+
+def read_bytes(path: Path | str) -> bytes:
+    """A whole file from a local path or any fsspec URL (s3://, gs://, memory://, ...)."""
+    if not is_url(path):
+        return _strip_file(path).read_bytes()
+    import fsspec
+
+    with fsspec.open(str(path), "rb") as f:
+        return f.read()
+
+
+def local_file(path: Path | str, cache: Path | str | None = None) -> Path:
+    """A local path for ``path``: itself when local (FileNotFoundError if missing), else a copy
+    fetched once through fsspec into ``cache`` (default ``$LUMOS_CACHE`` or ~/.cache/lumos/fsspec),
+    for readers that need a file name (mesh loaders, Blender, torch.jit.load)."""
+    if not is_url(path):
+        p = _strip_file(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"no such file: {p}")
+        return p
+    import fsspec
+
+    cache = Path(cache or os.environ.get("LUMOS_CACHE", Path.home() / ".cache/lumos")) / "fsspec"
+    return Path(fsspec.open_local(f"simplecache::{path}", simplecache={"cache_storage": str(cache)}))
+
+
+def join_location(base: Path | str, relative: str) -> Path | str:
+    """``relative`` resolved against ``base``'s folder, for local paths and URLs alike."""
+    if is_url(relative) or Path(relative).is_absolute():
+        return relative
+    if is_url(base):
+        return str(base).rsplit("/", 1)[0] + "/" + relative
+    return _strip_file(base).parent / relative

@@ -17,6 +17,7 @@ from PIL import Image
 from torch import nn
 
 from lumos.config import Aesthetic
+from lumos.io import local_file
 
 MODEL_CONFIGS = Path(__file__).with_name("model_configs")  # lumos-tiny-clip and friends
 open_clip.add_model_config(MODEL_CONFIGS)
@@ -64,7 +65,7 @@ class AestheticScorer:
         self.clip = clip.eval().to(self.device)
         self.mlp = AestheticMLP(clip.visual.output_dim)
         if cfg.mlp_weights:
-            state = torch.load(cfg.mlp_weights, map_location="cpu", weights_only=True)
+            state = torch.load(local_file(cfg.mlp_weights), map_location="cpu", weights_only=True)
             self.mlp.load_state_dict(state)
         self.mlp.eval().to(self.device)
 

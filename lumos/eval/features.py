@@ -33,6 +33,7 @@ from torchvision.models.video.resnet import BasicBlock as BasicBlock3D
 from torchvision.models.video.resnet import BasicStem, Conv3DSimple, VideoResNet
 
 from lumos.encoders.frozen import seeded
+from lumos.io import local_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -59,8 +60,7 @@ class InceptionFeatures(nn.Module):
         super().__init__()
         from torchmetrics.image.fid import NoTrainInceptionV3
 
-        if not Path(weights_path).is_file():
-            raise FileNotFoundError(f"Inception weights not found: {weights_path}")
+        weights_path = local_file(weights_path)  # a path, or an fsspec URL fetched once
         self.net = NoTrainInceptionV3("inception-v3-compat", [str(dims)], str(weights_path))
         self.num_features = dims
         _frozen(self)
@@ -96,8 +96,7 @@ class I3DFeatures(nn.Module):
 
     def __init__(self, weights_path: str | Path) -> None:
         super().__init__()
-        if not Path(weights_path).is_file():
-            raise FileNotFoundError(f"I3D TorchScript not found: {weights_path}")
+        weights_path = local_file(weights_path)  # a path, or an fsspec URL fetched once
         self.net = torch.jit.load(str(weights_path), map_location="cpu").eval()
         self.num_features = 400
 

@@ -41,6 +41,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from lumos.encoders.frozen import seeded
+from lumos.io import local_file
 from lumos.eval.features import extract_features
 
 Images = torch.Tensor | Sequence[Image.Image]
@@ -192,7 +193,7 @@ def lpips_model(net: str = "alex", backbone_weights: str | None = None, seed: in
     model = seeded(lambda: _NoTrainLpips(net=net, pnet_rand=True), seed)  # random backbone, real heads
     if backbone_weights is not None:
         tv = getattr(torchvision.models, tv_name)(weights=None)
-        tv.load_state_dict(torch.load(backbone_weights, map_location="cpu", weights_only=True))
+        tv.load_state_dict(torch.load(local_file(backbone_weights), map_location="cpu", weights_only=True))
         # The LPIPS slices hold torchvision's `features` layers under their original indices.
         for sl in (m for n, m in model.net.named_children() if n.startswith("slice")):
             for idx, layer in sl.named_children():

@@ -244,16 +244,18 @@ def render_object(
     resolution: int = 256,
     renderer: Renderer | str = "raycast",
     fov_deg: float = DEFAULT_FOV_DEG,
+    uid: str | None = None,
 ) -> Path:
     """Render one object to ``out_dir/<uid>/{000.png, ..., cameras.json, _DONE}``.
 
-    ``uid`` is the file's stem. The object is normalised to a unit bounding box first. The
+    ``uid`` defaults to the file's stem. The object is normalised to a unit bounding box first. The
     directory appears whole (``atomic_dir``); one with ``_DONE`` is skipped on rerun.
     ``cameras.json`` holds, per view, the elevation/azimuth/radius, the OpenCV 4x4
     world-to-camera matrix, the fov and the resolution.
     """
     glb_path = Path(glb_path)
-    target = Path(out_dir) / glb_path.stem
+    uid = uid or glb_path.stem
+    target = Path(out_dir) / uid
     if (target / DONE).exists():
         return target
     if isinstance(renderer, str):
@@ -267,7 +269,7 @@ def render_object(
             (tmp / f"{i:03d}.png").write_bytes(_png(rgba))
             views.append({"index": i, "image": f"{i:03d}.png", **cam.to_dict(), "w2c": w2c.tolist()})
         meta = {
-            "uid": glb_path.stem,
+            "uid": uid,
             "renderer": renderer.name,
             "resolution": resolution,
             "fov_deg": fov_deg,

@@ -18,16 +18,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lumos.config import Profile
+from lumos.io import join_location, local_file, read_bytes
 from lumos.render.cameras import fixed_cameras, sample_cameras
 from lumos.render.renderer import get_renderer, render_object
 
 RENDERS = Path("datasets/renders")
 
 
-def read_object_list(path: Path | str) -> dict[str, Path]:
-    """Objaverse's annotation: {uid: path}, paths relative to the file's folder (or absolute)."""
-    path = Path(path)
-    return {uid: (path.parent / rel) for uid, rel in json.loads(path.read_text()).items()}
+def read_object_list(path: Path | str) -> dict[str, Path | str]:
+    """Objaverse's annotation: {uid: path}, paths relative to the file's folder (or absolute, or
+    URLs); the list itself may be a local path or an fsspec URL (s3://, gs://, ...)."""
+    return {uid: join_location(path, rel) for uid, rel in json.loads(read_bytes(path)).items()}
 
 
 def _seed(uid: str, seed: int) -> int:
@@ -42,12 +43,14 @@ def run_render(profile: Profile, out: Path = RENDERS, workers: int = 2) -> dict:
 
     def render(uid: str) -> str | None:
         """Render one object; a broken one is skipped with its reason, never stopping the run."""
-        if not objects[uid].is_file():
+        try:
+            mesh = local_file(objects[uid])  # remote meshes are fetched once into a local cache
+        except FileNotFoundError:
             return f"missing file {objects[uid]}"
         cams = sample_cameras(nvs.views, nvs.radius, nvs.elevation_deg, seed=_seed(uid, profile.train.seed))
         try:
-            render_object(objects[uid], out / "objaverse", cams, nvs.resolution, renderer, nvs.fov_deg)
-            render_object(objects[uid], out / "gso", gso, nvs.resolution, renderer, nvs.fov_deg)
+            render_object(mesh, out / "objaverse", cams, nvs.resolution, renderer, nvs.fov_deg, uid=uid)
+            render_object(mesh, out / "gso", gso, nvs.resolution, renderer, nvs.fov_deg, uid=uid)
         except (ValueError, KeyError, IndexError, OSError, TypeError) as err:  # trimesh's ways to fail a load
             return f"unreadable mesh: {type(err).__name__}: {str(err)[:200]}"
         return None

@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from lumos.io import atomic_write_bytes, atomic_write_text
+from lumos.io import atomic_write_bytes, atomic_write_text, read_bytes
 
 INDEX_SCHEMA = pa.schema(
     [
@@ -104,7 +104,10 @@ def _read_text(path_or_url: Path | str, timeout: float = 30.0) -> str:
     if urlsplit(s).scheme in ("http", "https"):
         with urllib.request.urlopen(s, timeout=timeout) as resp:  # noqa: S310 - http(s) only
             return resp.read().decode("utf-8")
-    return Path(_local_path(s)).read_text(encoding="utf-8")
+    local = _local_path(s)
+    if local is None:  # s3://, gs://, memory://, ...: through fsspec
+        return read_bytes(s).decode("utf-8")
+    return Path(local).read_text(encoding="utf-8")
 
 
 def read_webvid_csv(path_or_url: Path | str) -> list[VideoRow]:
