@@ -376,6 +376,7 @@ class NVS(Section):
 
     objects: str = "datasets/mini-world/objects.json"  # Objaverse's uid -> path annotation
     renderer: Literal["raycast", "cycles"] = "raycast"  # cycles: Blender via bpy
+    cycles_samples: PosInt = 32  # path-tracing samples per pixel (renderer: cycles only)
     fov_deg: Annotated[float, Field(gt=0.0, lt=180.0)] = 49.1  # Zero-1-to-3's camera
     eval_radius: PosFloat = 1.5
     views: Annotated[int, Field(ge=2)] = 32

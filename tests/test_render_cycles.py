@@ -108,3 +108,12 @@ def test_render_of_a_mesh_matches_the_ray_caster(cycles):
     b = cycles.render(cube, w2c, 32)
     assert b.shape == (32, 32, 4) and b.dtype == np.uint8
     assert _iou(a[..., 3] > 127, b[..., 3] > 127) > 0.93
+
+
+def test_params_pick_the_renderer_and_its_samples(params):
+    from lumos.render.stages import renderer_for
+
+    nvs = params.active.nvs.model_copy(update={"renderer": "cycles", "cycles_samples": 8})
+    r = renderer_for(nvs)
+    assert r.name == "cycles" and r.options["samples"] == 8
+    assert renderer_for(params.active.nvs).name == "raycast"  # the tiny profile's

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lumos.config import Profile
+from lumos.config import NVS, Profile
 from lumos.io import join_location, local_file, read_bytes
 from lumos.render.cameras import fixed_cameras, sample_cameras
 from lumos.render.renderer import get_renderer, render_object
@@ -31,6 +31,11 @@ def read_object_list(path: Path | str) -> dict[str, Path | str]:
     return {uid: join_location(path, rel) for uid, rel in json.loads(read_bytes(path)).items()}
 
 
+def renderer_for(nvs: NVS):
+    """The renderer ``nvs.renderer`` names, with its settings from params."""
+    return get_renderer(nvs.renderer, **({"samples": nvs.cycles_samples} if nvs.renderer == "cycles" else {}))
+
+
 def _seed(uid: str, seed: int) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}:{uid}".encode(), digest_size=4).digest(), "little")
 
@@ -38,7 +43,7 @@ def _seed(uid: str, seed: int) -> int:
 def run_render(profile: Profile, out: Path = RENDERS, workers: int = 2) -> dict:
     nvs = profile.nvs
     objects = read_object_list(nvs.objects)
-    renderer = get_renderer(nvs.renderer)
+    renderer = renderer_for(nvs)
     gso = fixed_cameras(nvs.eval_azimuths, nvs.eval_elevations_deg, nvs.eval_radius)
 
     def render(uid: str) -> str | None:
