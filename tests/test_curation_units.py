@@ -143,3 +143,16 @@ def test_unreadable_metadata_is_a_clear_error(params, tmp_path):
     with pytest.raises(RuntimeError, match="source 'x': cannot read"):
         select_source(params.active.curation,
                       Source(name="x", reader="laion", metadata=str(tmp_path / "none*.parquet")), tmp_path)
+
+
+def test_a_distributor_without_its_package_fails_before_downloading(tmp_path):
+    import importlib.util
+
+    from lumos.config import Download
+    from lumos.curation.download import check_distributor, download_source
+
+    check_distributor("multiprocessing")  # always there
+    assert importlib.util.find_spec("ray") is None  # not in requirements.lock
+    with pytest.raises(RuntimeError, match="'ray' is not installed: pip install ray"):
+        download_source(tmp_path / "none.parquet", tmp_path / "out", Download(distributor="ray"))
+    assert not (tmp_path / "out").exists()  # nothing was started

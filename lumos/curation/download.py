@@ -40,8 +40,24 @@ def _prepare(out: Path, fingerprint: dict) -> None:
     atomic_write_text(path, json.dumps(fingerprint, indent=1, sort_keys=True) + "\n")
 
 
+# img2dataset's distributors and the package each needs; without it img2dataset's `ray` silently
+# downloads nothing (DESIGN 6), so the stage checks first.
+DISTRIBUTOR_PACKAGES = {"multiprocessing": None, "pyspark": "pyspark", "ray": "ray"}
+
+
+def check_distributor(name: str) -> None:
+    """Fail with the fix when the distributor's package is not installed."""
+    import importlib.util
+
+    package = DISTRIBUTOR_PACKAGES[name]
+    if package and importlib.util.find_spec(package) is None:
+        raise RuntimeError(f"curation.download.distributor is {name!r} but {package!r} is not installed: "
+                           f"pip install {package} (and start its cluster), or use 'multiprocessing'")
+
+
 def download_source(selected: Path | str, out_dir: Path | str, dl: Download) -> dict:
     """Download one source's selection into ``out_dir`` (resumable); returns status counts."""
+    check_distributor(dl.distributor)
     from img2dataset import download  # heavy import (albumentations, cv2): only when used
 
     selected, out = Path(selected), Path(out_dir)
