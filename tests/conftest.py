@@ -90,3 +90,40 @@ def curated(params, mini_world, tmp_path_factory):
     keep_source(run.select / "selected.parquet", run.download, run.scores, run.keep, cfg.keep)
     build_catalog(run.base / "select", run.base / "keep", run.catalog)
     return cfg, root, run
+
+
+# A white cube with a red marker poking out of its top face, off-centre: the renderer tests
+# project the marker's centre into saved views and look for red there.
+MARKER_CAMERAS = ((50.0, 20.0, 2.4), (35.0, 200.0, 2.2))  # (elevation, azimuth, radius)
+
+
+def marker_object(dst: Path):
+    """Write the object as ``dst/obj.glb``; returns (glb path, the marker's top-face centre in the
+    coordinates render_object's own normalisation gives)."""
+    import numpy as np
+    import trimesh
+
+    from lumos.render.renderer import normalize_mesh
+
+    body = trimesh.creation.box(extents=(1.0, 1.0, 1.0))
+    body.visual.face_colors = [230, 230, 230, 255]
+    marker = trimesh.creation.box(extents=(0.2, 0.2, 0.2))
+    marker.apply_translation((0.25, -0.2, 0.55))
+    marker.visual.face_colors = [220, 20, 20, 255]
+    mesh = trimesh.util.concatenate([body, marker])
+    glb = dst / "obj.glb"
+    glb.write_bytes(mesh.export(file_type="glb"))
+    lo, hi = mesh.bounds
+    normed = normalize_mesh(mesh.copy())
+    scale = (normed.bounds[1] - normed.bounds[0]).max() / (hi - lo).max()
+    return glb, (np.array([0.25, -0.2, 0.65]) - (lo + hi) / 2) * scale
+
+
+def project(point, view: dict, meta: dict) -> tuple[float, float]:
+    """Pixel (u, v) of a 3D point in a saved view: its 4x4 OpenCV world-to-camera and the pinhole
+    of the saved fov and resolution."""
+    import numpy as np
+
+    focal = 0.5 * meta["resolution"] / np.tan(np.radians(meta["fov_deg"]) / 2)
+    x, y, z = (np.array(view["w2c"]) @ np.append(point, 1.0))[:3]
+    return focal * x / z + meta["resolution"] / 2, focal * y / z + meta["resolution"] / 2

@@ -189,33 +189,19 @@ def test_a_known_point_reprojects_where_the_renderer_drew_it(tmp_path):
     with the saved 4x4 world-to-camera matrices and the pinhole of the saved fov."""
     import json
 
-    import trimesh
     from PIL import Image
 
+    from conftest import MARKER_CAMERAS, marker_object, project
     from lumos.render.cameras import Camera
-    from lumos.render.renderer import normalize_mesh, render_object
+    from lumos.render.renderer import render_object
 
-    body = trimesh.creation.box(extents=(1.0, 1.0, 1.0))
-    body.visual.face_colors = [230, 230, 230, 255]
-    marker = trimesh.creation.box(extents=(0.2, 0.2, 0.2))
-    marker.apply_translation((0.25, -0.2, 0.55))  # pokes out of the top face, off-centre
-    marker.visual.face_colors = [220, 20, 20, 255]
-    mesh = trimesh.util.concatenate([body, marker])
-    glb = tmp_path / "obj.glb"
-    glb.write_bytes(mesh.export(file_type="glb"))
-    # Where the marker's top-face centre lands after render_object's own normalisation:
-    lo, hi = mesh.bounds
-    normed = normalize_mesh(mesh.copy())
-    scale = (normed.bounds[1] - normed.bounds[0]).max() / (hi - lo).max()
-    point = (np.array([0.25, -0.2, 0.65]) - (lo + hi) / 2) * scale
-    cams = [Camera(50.0, 20.0, 2.4), Camera(35.0, 200.0, 2.2)]
-    out = render_object(glb, tmp_path / "r", cams, resolution=96, renderer="raycast")
+    glb, point = marker_object(tmp_path)
+    out = render_object(glb, tmp_path / "r", [Camera(*c) for c in MARKER_CAMERAS], resolution=96,
+                        renderer="raycast")
     meta = json.loads((out / "cameras.json").read_text())
-    focal = 0.5 * meta["resolution"] / np.tan(np.radians(meta["fov_deg"]) / 2)
     pixels = []
     for view in meta["views"]:
-        x, y, z = (np.array(view["w2c"]) @ np.append(point, 1.0))[:3]
-        u, v = focal * x / z + meta["resolution"] / 2, focal * y / z + meta["resolution"] / 2
+        u, v = project(point, view, meta)
         rgba = np.asarray(Image.open(out / view["image"]))
         r, g, b, a = rgba[int(v), int(u)].astype(int)
         assert a == 255 and r > 100 and g < 60 and b < 60, (view["index"], (u, v), rgba[int(v), int(u)])

@@ -4,6 +4,7 @@ condition learned through condition dropout."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from torchvision.utils import make_grid, save_image
 from lumos.config import Diffusion
 from lumos.data.extract import square_crop
 from lumos.diffusion import GaussianDiffusion
+from lumos.io import atomic_write_bytes
 from lumos.models import MODEL_CLASSES, ConditionedDiT
 
 
@@ -67,9 +69,12 @@ def interpolation(model: ConditionedDiT, vae, encoder, a: Image.Image, b: Image.
     return torch.cat([x[:1], _decode(vae, z), x[1:]])
 
 
+def save_png(image: torch.Tensor, path: Path | str) -> None:
+    """A (3,H,W) image in [0, 1] as a PNG, written atomically."""
+    buf = io.BytesIO()
+    save_image(image, buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def save_grid(images: torch.Tensor, path: Path | str, per_row: int) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    save_image(make_grid(images, nrow=per_row, padding=2, pad_value=1.0), str(tmp))
-    tmp.replace(path)
+    save_png(make_grid(images, nrow=per_row, padding=2, pad_value=1.0), path)

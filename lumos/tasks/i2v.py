@@ -5,17 +5,14 @@ condition every frame through cross-attention (the I2I control is kept)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lumos.data.features import FeatureShards
-from lumos.diffusion import GaussianDiffusion
 from lumos.models import VideoDiT
-from lumos.tasks.priors import init_from
+from lumos.tasks.transfer import TransferTask
 
 
 def first_frame_clean(z0: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,25 +24,9 @@ def first_frame_clean(z0: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor) -> t
 
 
 @dataclass
-class I2VTask:
-    data: FeatureShards
-    model_args: dict
-    parent: Path | None
-    condition_dropout: float
-    diffusion: GaussianDiffusion
+class I2VTask(TransferTask):
     name: str = "i2v"
-    transfer: dict = field(default_factory=dict)
-
-    def build_model(self) -> VideoDiT:
-        model = VideoDiT(**self.model_args)
-        self.transfer = init_from(model, self.parent, condition="vision")
-        return model
-
-    def num_samples(self) -> int:
-        return len(self.data)
-
-    def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.data.batch(indices)
+    model_class: str = "video"
 
     def loss(self, forward: nn.Module, model: VideoDiT, batch: dict[str, torch.Tensor],
              generator: torch.Generator) -> torch.Tensor:

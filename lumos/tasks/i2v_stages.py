@@ -22,7 +22,7 @@ from lumos.sample.i2i import load_model
 from lumos.sample.i2v import image_to_video_latents, write_clip
 from lumos.tasks.i2v import I2VTask
 from lumos.tasks.priors import prior_checkpoint
-from lumos.tasks.runs import fine_tune_spec, fit, write_summary
+from lumos.tasks.runs import fine_tune_config, run_fine_tune, write_summary
 from lumos.train.lineage import lineage
 from lumos.train.loop import latest_checkpoint
 
@@ -51,16 +51,11 @@ def run_train(profile: Profile, features: Path = FEATURES, out: Path = MODELS,
     parent = prior_checkpoint(ft.prior, prior_roots)
     task = I2VTask(data, model_args, parent, profile.model.condition_dropout,
                    GaussianDiffusion(profile.diffusion.train_steps))
-    config = {"task": "i2v", "condition": "vision", "model_class": "video", "model_args": model_args,
-              "train": ft.model_dump(exclude={"steps", "checkpoint_every", "log_every"}),
-              "schedule": {"steps": ft.steps}, "diffusion": profile.diffusion.model_dump(),
-              "encoders": {"vae": profile.vae.model_dump(), "vision_encoder": profile.vision_encoder.model_dump()},
-              "data": {"clips": len(data), "frames": mean.shape[1]},
-              "lineage": lineage(ft.prior, parent, {"i2v_features": str(features), "clips": str(CLIPS)},
-                                 {"clips": "datasets/clips/webvid/index.parquet WHERE status = 'ok'"})}
-    summary = fit(task, fine_tune_spec(ft, profile.train.seed), out, config, stop_after=stop_after)
-    summary.update(prior=ft.prior, transfer={k: len(v) for k, v in task.transfer.items()})
-    return write_summary(out / "summary.json", summary)
+    config = fine_tune_config(
+        "i2v", "video", model_args, ft, profile, {"clips": len(data), "frames": mean.shape[1]},
+        lineage(ft.prior, parent, {"i2v_features": str(features), "clips": str(CLIPS)},
+                {"clips": "datasets/clips/webvid/index.parquet WHERE status = 'ok'"}))
+    return run_fine_tune(task, ft, profile, out, config, stop_after)
 
 
 def run_sample(profile: Profile, models: Path = MODELS, features: Path = FEATURES, out: Path = SAMPLES) -> dict:

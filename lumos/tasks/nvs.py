@@ -4,38 +4,19 @@ camera pose (R, T) added to the timestep embedding."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from lumos.data.nvs import NVSObjects
-from lumos.diffusion import GaussianDiffusion
 from lumos.models import NVSDiT
-from lumos.tasks.priors import init_from
+from lumos.tasks.transfer import TransferTask
 
 
 @dataclass
-class NVSTask:
-    data: NVSObjects
-    model_args: dict
-    parent: Path | None
-    condition_dropout: float
-    diffusion: GaussianDiffusion
+class NVSTask(TransferTask):
     name: str = "nvs"
-    transfer: dict = field(default_factory=dict)
-
-    def build_model(self) -> NVSDiT:
-        model = NVSDiT(**self.model_args)
-        self.transfer = init_from(model, self.parent, condition="vision")
-        return model
-
-    def num_samples(self) -> int:
-        return len(self.data)
-
-    def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.data.batch(indices)
+    model_class: str = "nvs"
 
     def loss(self, forward: nn.Module, model: NVSDiT, batch: dict[str, torch.Tensor],
              generator: torch.Generator) -> torch.Tensor:

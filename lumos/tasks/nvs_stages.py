@@ -10,20 +10,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from lumos.config import Profile
 from lumos.data.nvs import NVSObjects, extract_nvs_features, load_views
 from lumos.diffusion import GaussianDiffusion
 from lumos.encoders import build_vae, build_vision_encoder
 from lumos.render.stages import RENDERS
-from lumos.sample.i2i import load_model, save_grid
+from lumos.sample.i2i import load_model, save_grid, save_png
 from lumos.sample.nvs import novel_views
 from lumos.tasks.nvs import NVSTask
 from lumos.tasks.priors import prior_checkpoint
-from lumos.tasks.runs import fine_tune_spec, fit, write_summary
+from lumos.tasks.runs import fine_tune_config, run_fine_tune, write_summary
 from lumos.train.lineage import lineage
 from lumos.train.loop import latest_checkpoint
 
@@ -51,21 +49,11 @@ def run_train(profile: Profile, features: Path = FEATURES, out: Path = MODELS,
     parent = prior_checkpoint(ft.prior, prior_roots)
     task = NVSTask(data, model_args, parent, profile.model.condition_dropout,
                    GaussianDiffusion(profile.diffusion.train_steps))
-    config = {"task": "nvs", "condition": "vision", "model_class": "nvs", "model_args": model_args,
-              "train": ft.model_dump(exclude={"steps", "checkpoint_every", "log_every"}),
-              "schedule": {"steps": ft.steps}, "diffusion": profile.diffusion.model_dump(),
-              "encoders": {"vae": profile.vae.model_dump(), "vision_encoder": profile.vision_encoder.model_dump()},
-              "data": {"objects": len(data.uids), "views": data.views, "pairs": len(data)},
-              "lineage": lineage(ft.prior, parent, {"nvs_features": str(features / "objaverse"),
-                                                    "renders": str(RENDERS / "objaverse")},
-                                 {"objects": "datasets/renders/views.parquet WHERE split = 'objaverse'"})}
-    summary = fit(task, fine_tune_spec(ft, profile.train.seed), out, config, stop_after=stop_after)
-    summary.update(prior=ft.prior, transfer={k: len(v) for k, v in task.transfer.items()})
-    return write_summary(out / "summary.json", summary)
-
-
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    return (x.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    config = fine_tune_config(
+        "nvs", "nvs", model_args, ft, profile, {"objects": len(data.uids), "views": data.views, "pairs": len(data)},
+        lineage(ft.prior, parent, {"nvs_features": str(features / "objaverse"), "renders": str(RENDERS / "objaverse")},
+                {"objects": "datasets/renders/views.parquet WHERE split = 'objaverse'"}))
+    return run_fine_tune(task, ft, profile, out, config, stop_after)
 
 
 def run_sample(profile: Profile, models: Path = MODELS, features: Path = FEATURES, renders: Path = RENDERS,
@@ -86,11 +74,7 @@ def run_sample(profile: Profile, models: Path = MODELS, features: Path = FEATURE
                            t["w2c"][o], profile.diffusion, profile.sample.seed)
         truth, _ = load_views(renders / "gso" / uid)
         for i, img in enumerate(pred):
-            path = out / uid / f"{i:03d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp.png")
-            Image.fromarray(_to_uint8(img)).save(tmp)
-            tmp.replace(path)
+            save_png(img, out / uid / f"{i:03d}.png")
         strip = torch.cat([truth[:1], pred[:n_az], truth[:1], truth[:n_az]])
         save_grid(strip, out / f"strip-{uid}.png", per_row=n_az + 1)
         written.append({"uid": uid, "strip": str(out / f"strip-{uid}.png"), "views": len(pred)})

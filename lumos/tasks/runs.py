@@ -65,3 +65,21 @@ def write_summary(path: Path, summary: dict) -> dict:
     if _rank() == 0:
         atomic_write_text(path, json.dumps(summary, indent=1, sort_keys=True) + "\n")
     return summary
+
+
+def fine_tune_config(task: str, model_class: str, model_args: dict, ft: FineTune, profile, data: dict,
+                     lineage: dict) -> dict:
+    """The config.json of a fine-tuning run from a vision-conditioned prior (NVS, I2V)."""
+    return {"task": task, "condition": "vision", "model_class": model_class, "model_args": model_args,
+            "train": ft.model_dump(exclude={"steps", "checkpoint_every", "log_every"}),
+            "schedule": {"steps": ft.steps}, "diffusion": profile.diffusion.model_dump(),
+            "encoders": {"vae": profile.vae.model_dump(), "vision_encoder": profile.vision_encoder.model_dump()},
+            "data": data, "lineage": lineage}
+
+
+def run_fine_tune(task, ft: FineTune, profile, out: Path, config: dict, stop_after: int | None = None) -> dict:
+    """Train a transfer task with its FineTune schedule; summary.json names the prior and what
+    the weight transfer copied."""
+    summary = fit(task, fine_tune_spec(ft, profile.train.seed), out, config, stop_after=stop_after)
+    summary.update(prior=ft.prior, transfer={k: len(v) for k, v in task.transfer.items()})
+    return write_summary(out / "summary.json", summary)

@@ -8,42 +8,23 @@ condition with a full mask, so CFG samples against it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from lumos.caption.mixing import CaptionMixer
-from lumos.data.t2i import T2IDataset
-from lumos.diffusion import GaussianDiffusion
 from lumos.models import ConditionedDiT
-from lumos.tasks.priors import init_from
+from lumos.tasks.transfer import TransferTask
 
 
 @dataclass
-class T2ITask:
-    data: T2IDataset
-    model_args: dict
-    parent: Path | None  # checkpoint to start from (the prior, or the previous stage)
-    mixer: CaptionMixer
-    condition_dropout: float
-    diffusion: GaussianDiffusion
+class T2ITask(TransferTask):
+    mixer: CaptionMixer = field(kw_only=True)  # raw/long caption mixing (G.2)
     name: str = "t2i"
-    transfer: dict = field(default_factory=dict)
-
-    def build_model(self) -> ConditionedDiT:
-        model = ConditionedDiT(**self.model_args)
-        self.transfer = init_from(model, self.parent, condition="text")
-        return model
-
-    def num_samples(self) -> int:
-        return len(self.data)
+    condition: str = "text"
 
     def sample_indices(self, size: int, generator: torch.Generator) -> torch.Tensor:
         return self.data.sample_indices(size, generator)
-
-    def batch(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.data.batch(indices)
 
     def loss(self, forward: nn.Module, model: ConditionedDiT, batch: dict[str, torch.Tensor],
              generator: torch.Generator) -> torch.Tensor:

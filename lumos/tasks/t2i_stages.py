@@ -14,7 +14,6 @@ import shutil
 from pathlib import Path
 
 import duckdb
-from torchvision.utils import save_image
 
 from lumos.caption.mixing import CaptionMixer
 from lumos.caption.stages import T5_DIR
@@ -25,7 +24,7 @@ from lumos.data.t2i import T2IDataset, extract_t2i_latents, stage_key
 from lumos.diffusion import GaussianDiffusion
 from lumos.encoders import build_vae
 from lumos.encoders.t5 import T5TextEncoder
-from lumos.sample.i2i import load_model, save_grid
+from lumos.sample.i2i import load_model, save_grid, save_png
 from lumos.sample.t2i import text_to_image
 from lumos.tasks.priors import prior_checkpoint, t2i_final
 from lumos.tasks.runs import finished, fit, write_summary
@@ -77,8 +76,9 @@ def run_train(profile: Profile, features: Path = FEATURES, t5: Path = T5_DIR, ou
         model_args = {"variant": profile.model.variant, "latent_channels": latent.shape[1],
                       "latent_size": stage.resolution // vae_f, "condition_dim": width,
                       "condition_tokens": tokens, "gradient_checkpointing": profile.train.gradient_checkpointing}
-        task = T2ITask(data, model_args, parent, CaptionMixer(profile.t2i_data.long_caption_ratio),
-                       profile.model.condition_dropout, GaussianDiffusion(profile.diffusion.train_steps))
+        task = T2ITask(data, model_args, parent, profile.model.condition_dropout,
+                       GaussianDiffusion(profile.diffusion.train_steps),
+                       mixer=CaptionMixer(profile.t2i_data.long_caption_ratio))
         config = {"task": "t2i", "condition": "text", "model_class": "dit", "model_args": model_args,
                   "stage": i, "stage_settings": stage.model_dump(), "buckets": [list(b) for b in data.buckets],
                   "encoders": {"vae": profile.vae.model_dump(), "text_encoder": profile.text_encoder.model_dump()},
@@ -131,11 +131,7 @@ def run_sample(profile: Profile, models: Path = MODELS, subset: Path = T2I_SUBSE
         images = text_to_image(model, vae, text, [p["prompt"] for p in prompts], h, w, profile.diffusion, s.seed)
         save_grid(images, out / f"grid-{h}x{w}.png", per_row=len(prompts))
         for p, im in zip(prompts, images):
-            path = out / "images" / f"{h}x{w}" / f"{p['key']}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp.png")
-            save_image(im, str(tmp))
-            tmp.replace(path)
+            save_png(im, out / "images" / f"{h}x{w}" / f"{p['key']}.png")
         written.append({"aspect_ratio": ratio, "height": h, "width": w, "grid": str(out / f"grid-{h}x{w}.png")})
     manifest = {"checkpoint": str(ckpt), "prompts": prompts, "sizes": written}
     write_summary(out / "prompts.json", manifest)
