@@ -1,6 +1,6 @@
 """Serve every Lumos deployment from this process, which also runs them (the local worker).
 
-    python -m flows.serve        # started for you by scripts/prefect-up.sh
+    python -m flows.serve        # started for you by `lumos server start` (run.sh)
 
 Deployments: `curate/curate-<reader>` for each source reader (laion, coyo, sam, journeydb,
 imagenet, folder: the whole curation chain for the sources of that kind in params.yaml),
@@ -8,7 +8,8 @@ imagenet, folder: the whole curation chain for the sources of that kind in param
 `train-i2i/train-i2i`, `sample-i2i/sample-i2i`, `t2i-subset/t2i-subset`, `caption/caption`,
 `features-t5/features-t5`, `prepare-webvid/prepare-webvid`, `render-objaverse/render-objaverse`,
 `{features,train,sample}-{t2i,nvs,i2v}/...`, `evaluate-{i2i,t2i,nvs,i2v}/...`, `report/report`,
-and `lumos-pipeline/lumos-pipeline` (all of them, in order). Runs execute in the project root.
+and `lumos-pipeline/lumos-pipeline` (`dvc repro`: DVC picks the stages that rerun, each shows
+as its own flow run). Runs execute in the project root.
 """
 
 from __future__ import annotations
@@ -38,5 +39,5 @@ if __name__ == "__main__":  # img2dataset (inside curate) spawns workers: keep t
                                                            *TRANSFER_FLOWS.values(), *EVALUATE_FLOWS.values(),
                                                            report_flow)]
     deployments.append(pipeline_flow.to_deployment(name="lumos-pipeline",
-                                                   description="Every stage, in dvc.yaml's order"))
+                                                   description="dvc repro: every stage that changed, in dvc.yaml's graph"))
     serve(*deployments)

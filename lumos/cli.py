@@ -247,6 +247,34 @@ def _ablate(args: argparse.Namespace) -> int:
 COMMANDS.register("ablate")(Command(
     "tool: queue a section 4.3 ablation grid as DVC experiments (then `dvc exp show`)",
     _ablate_args, _ablate, stage=False))
+def _server_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["start", "stop", "status", "env"])
+    p.add_argument("--no-ray", action="store_true", help="start no local Ray head")
+
+
+def _server(args: argparse.Namespace) -> int:
+    from lumos import services
+
+    if args.action == "start":
+        running = services.start(ray=False if args.no_ray else None)
+        print(f"Prefect UI: {running.api_url.removesuffix('/api')}   Ray: {running.ray_address or '-'}"
+              f"   (logs in {services.state_dir()})")
+        print('point a shell at them: eval "$(lumos server env)"')
+    elif args.action == "stop":
+        print("\n".join(f"stopped {s}" for s in services.stop()) or "nothing was running")
+    else:
+        running = services.read()
+        if running is None:
+            print("not running (lumos server start)", file=sys.stderr)
+            return 1
+        print(services.shell_exports(running) if args.action == "env"
+              else json.dumps(running.__dict__, indent=1))
+    return 0
+
+
+COMMANDS.register("server")(Command(
+    "tool: start|stop|status the run's local Prefect server, deployments and Ray head (env: export lines)",
+    _server_args, _server, stage=False))
 COMMANDS.register("params")(Command(
     "tool: validate params.yaml and print the active profile", _no_args, _params, stage=False))
 COMMANDS.register("serve")(Command(

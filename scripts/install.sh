@@ -4,13 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian's Chromium for the browser tests (report, Prefect UI); returns at once when installed,
-# so it runs before the stamp check: a kept .venv on a fresh machine still gets it.
-bash scripts/install-system.sh
-
 VENV=.venv
-stamp="$VENV/.installed-$( (cat pyproject.toml requirements.lock requirements-blender.lock scripts/install.sh \
-    scripts/install-system.sh; echo "no-blender=${LUMOS_NO_BLENDER:-0}") | sha256sum | cut -c1-16)"
+stamp="$VENV/.installed-$( (cat pyproject.toml requirements.lock requirements-blender.lock scripts/install.sh; echo "no-blender=${LUMOS_NO_BLENDER:-0}") | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then exit 0; fi
 
 PY=$(command -v python3.11 || command -v python3)

@@ -40,15 +40,36 @@ def mini_world(params, tmp_path_factory):
     return cfg, root, manifest
 
 
+def dvc_outputs(dvc_yaml: Path) -> set[str]:
+    """Every path dvc.yaml declares as a stage output (outs, metrics, plots): the run's products,
+    which the workspace may hold after `bash run.sh` and a copy of the project must not."""
+    import yaml
+
+    paths = set()
+    for stage in yaml.safe_load(dvc_yaml.read_text())["stages"].values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind, []):
+                paths.add((next(iter(entry)) if isinstance(entry, dict) else entry).rstrip("/"))
+    return paths
+
+
 def copy_project(dst: Path) -> tuple[Path, dict]:
-    """The repository's files (tracked and new, not ignored) in a fresh git repo at ``dst``,
-    and an environment whose PATH starts with this venv (no install in the copy)."""
+    """The repository's files (tracked and new, not ignored; not the run's outputs nor its
+    dvc.lock) in a fresh git repo at ``dst``, and an environment whose PATH starts with this venv
+    (no install in the copy)."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
                            cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    outputs = dvc_outputs(ROOT / "dvc.yaml")
     for rel in filter(None, files.split("\0")):
-        if (ROOT / rel).is_file():
+        if (ROOT / rel).is_file() and rel != "dvc.lock" and not any(
+                rel == out or rel.startswith(out + "/") for out in outputs):
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, dst / rel)
+    # dvc.lock as committed: a `bash run.sh` in this workspace rewrites it (and its outputs are
+    # not copied), and a copy must not believe stages ran that did not run there.
+    committed = subprocess.run(["git", "show", "HEAD:dvc.lock"], cwd=ROOT, capture_output=True, text=True)
+    if committed.returncode == 0:
+        (dst / "dvc.lock").write_text(committed.stdout)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                PYTHONPATH=str(dst), LUMOS_NO_INSTALL="1")
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
