@@ -250,13 +250,15 @@ COMMANDS.register("ablate")(Command(
 def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["start", "stop", "status", "env"])
     p.add_argument("--no-ray", action="store_true", help="start no local Ray head")
+    p.add_argument("--no-stage-server", action="store_true",
+                   help="no warm stage processes: each stage starts its own Python")
 
 
 def _server(args: argparse.Namespace) -> int:
     from lumos import services
 
     if args.action == "start":
-        running = services.start(ray=False if args.no_ray else None)
+        running = services.start(ray=False if args.no_ray else None, stages=not args.no_stage_server)
         print(f"Prefect UI: {running.api_url.removesuffix('/api')}   Ray: {running.ray_address or '-'}"
               f"   (logs in {services.state_dir()})")
         print('point a shell at them: eval "$(lumos server env)"')

@@ -1,6 +1,7 @@
 """The run's local services, started once and kept for the UI: a Prefect server (SQLite,
-127.0.0.1 only), the process that serves Lumos's deployments (`flows/serve.py`), and a local Ray
-head for the data plane.
+127.0.0.1 only), the process that serves Lumos's deployments (`flows/serve.py`), a local Ray
+head for the data plane, and the warm stage server (`lumos/stage_server.py`) that starts each
+`dvc repro` stage by a fork instead of a fresh Python with seconds of imports.
 
     lumos server start | stop | status | env
 
@@ -39,6 +40,7 @@ LAST_SERVED = "lumos-pipeline/lumos-pipeline"  # flows/serve.py registers this o
 class Services:
     api_url: str
     ray_address: str | None = None
+    stage_server: str | None = None  # the warm stage processes' socket (lumos/stage_server.py)
     pids: dict[str, int] = field(default_factory=dict)
 
 
@@ -120,7 +122,8 @@ def prefect_env(api_url: str, root: Path | str = ".") -> dict[str, str]:
     return {"PREFECT_API_URL": api_url, "PREFECT_HOME": str(home)}
 
 
-def start(root: Path | str = ".", ray: bool | None = None, serve: bool = True) -> Services:
+def start(root: Path | str = ".", ray: bool | None = None, serve: bool = True,
+          stages: bool = True) -> Services:
     """Start what is not running yet (idempotent); returns the services."""
     root = Path(root).resolve()
     state = state_dir(root)
@@ -151,8 +154,16 @@ def start(root: Path | str = ".", ray: bool | None = None, serve: bool = True) -
              "--disable-usage-stats"], log, env, root)
         _save(root, services)
         _wait("the local Ray head", lambda: _ray_up(services.ray_address), STARTUP_S, log, services.pids["ray"])
+    env["RAY_ADDRESS"] = services.ray_address or ""
+    if not services.ray_address:
+        del env["RAY_ADDRESS"]
+    if stages:
+        sock, log = state / "stages.sock", state / "stages.log"
+        services.stage_server = str(sock)
+        services.pids["stages"] = _spawn([sys.executable, "-m", "lumos.stage_server", str(sock)], log, env, root)
+        _save(root, services)
+        _wait("the stage server", sock.exists, STARTUP_S, log, services.pids["stages"])
     if serve:
-        env["RAY_ADDRESS"] = services.ray_address or ""
         log = state / "serve.log"
         services.pids["serve"] = _spawn([sys.executable, "-m", "flows.serve"], log, env, root)
         _save(root, services)
@@ -173,7 +184,7 @@ def stop(root: Path | str = ".") -> list[str]:
         return []
     services = Services(**json.loads(file.read_text()))
     stopped = []
-    for name in ("serve", "ray", "server"):  # the reverse of start's order
+    for name in ("serve", "stages", "ray", "server"):  # the reverse of start's order
         pid = services.pids.get(name)
         if pid is None or not _alive(pid):
             continue
@@ -202,4 +213,6 @@ def shell_exports(services: Services, root: Path | str = ".") -> str:
     env = prefect_env(services.api_url, root)
     if services.ray_address:
         env["RAY_ADDRESS"] = services.ray_address
+    if services.stage_server:
+        env["LUMOS_STAGE_SERVER"] = services.stage_server
     return "\n".join(f"export {k}={v}" for k, v in env.items())
