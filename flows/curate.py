@@ -42,7 +42,7 @@ def _stage_flow(stage: str):
 STAGE_FLOWS = {stage: _stage_flow(stage) for stage in stages.STAGES}
 
 
-@flow(name="catalog")
+@flow(name="curate-catalog")
 def catalog_flow() -> list[dict]:
     funnel = stages.run_catalog()
     create_table_artifact(key="curation-funnel", table=funnel,

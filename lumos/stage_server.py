@@ -204,12 +204,18 @@ def preload() -> list[str]:
 
 
 def main() -> None:
-    path, root = Path(sys.argv[1]).resolve(), Path.cwd()
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("socket", type=Path)
+    parser.add_argument("--no-preload", action="store_true", help="import nothing ahead (tests)")
+    args = parser.parse_args()
+    path, root = args.socket.resolve(), Path.cwd()
     sys.path.insert(0, str(root))
-    missing = preload()
+    missing = [] if args.no_preload else preload()
     import threading
 
-    print(f"stage server: preloaded {len(PRELOAD) - len(missing)} libraries"
+    print(f"stage server: preloaded {0 if args.no_preload else len(PRELOAD) - len(missing)} libraries"
           f"{f' (not found: {missing})' if missing else ''}; threads: {threading.active_count()}",
           flush=True)
     server = StageServer(path, root)

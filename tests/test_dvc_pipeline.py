@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -24,30 +21,27 @@ def _run(args: list[str], cwd: Path, env: dict) -> str:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> tuple[Path, dict]:
-    """A copy of the project whose stages report to one local Prefect server (SQLite, 127.0.0.1),
-    as an operator's would; without it each of the ~30 stage processes starts its own
-    temporary server (seconds each)."""
+    """A copy of the project whose stages report to one local Prefect server and start from the
+    warm stage server, as `bash run.sh` runs them (`lumos server start`, on a free port)."""
     root, env = copy_project(tmp_path_factory.mktemp("clone"))
-    port = free_port()
-    home = tmp_path_factory.mktemp("prefect-home")
-    env.update(PREFECT_HOME=str(home), PREFECT_API_URL=f"http://127.0.0.1:{port}/api")
-    server = subprocess.Popen(["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              cwd=root, env=env, stdout=(home / "server.log").open("w"),
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    env.update(LUMOS_PREFECT_PORT=str(free_port()), LUMOS_PREFECT_STATE=str(tmp_path_factory.mktemp("state")))
+    for key in ("PREFECT_API_URL", "RAY_ADDRESS", "LUMOS_STAGE_SERVER"):
+        env.pop(key, None)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{env['PREFECT_API_URL']}/health", timeout=5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(f"Prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
-                time.sleep(1)
+        _run(["lumos", "server", "start"], root, env)
+        exports = _run(["lumos", "server", "env"], root, env)
+        env.update(line.removeprefix("export ").split("=", 1) for line in exports.splitlines()
+                   if line.startswith("export "))
+        assert env["LUMOS_STAGE_SERVER"] and env["PREFECT_API_URL"]
         yield root, env
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
+        subprocess.run(["lumos", "server", "stop"], cwd=root, env=env, capture_output=True)
+
+
+def _post(url: str, body: dict) -> list[dict]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.loads(r.read())
 
 
 STAGES = ["mini-world", "curate-select", "curate-download", "curate-score", "curate-keep",
@@ -69,6 +63,14 @@ def test_second_repro_runs_nothing(project):
     manifest = root / "datasets/mini-world/manifest.json"
     assert manifest.is_file()
     stamp = manifest.stat().st_mtime_ns
+
+    # Issue 15: every stage that ran shows in the Prefect UI as its own completed flow run
+    api = env["PREFECT_API_URL"]
+    flows = {f["id"]: f["name"] for f in _post(f"{api}/flows/filter", {})}
+    runs = _post(f"{api}/flow_runs/filter", {"flow_runs": {"parent_task_run_id": {"is_null_": True}},
+                                              "limit": 200})
+    completed = {flows[r["flow_id"]] for r in runs if r["state_type"] == "COMPLETED"}
+    assert set(STAGES) <= completed, sorted(set(STAGES) - completed)
 
     second = _run(["dvc", "repro"], root, env)
     assert "Running stage" not in second
