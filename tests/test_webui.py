@@ -94,7 +94,7 @@ def demo(models, params):
         page.on("request", lambda r: requests.append(r.url))
         page.goto(url)
         page.wait_for_selector("#var-run", timeout=20000)
-        yield i2i, t2i, url, page, requests
+        yield i2i, t2i, app, page, requests
     import urllib.request
     with pytest.raises(OSError):  # stopped: nothing listens any more
         urllib.request.urlopen(url, timeout=5)
@@ -172,17 +172,23 @@ def test_text_to_image_at_a_chosen_bucket(demo, params):
 
 
 def test_nothing_leaves_loopback(demo):
-    *_, url, _, requests = demo
-    import os
-    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
+    from gradio import analytics
+
+    *_, app, _, requests = demo
+    assert not analytics.analytics_enabled() and not app.analytics_enabled  # lumos.env's setting
+    assert app.server_name == "127.0.0.1" and not app.share
+    url = app.local_url
+    assert url.startswith("http://127.0.0.1:")
     assert requests and all(r.startswith(url.rstrip("/")) or r.startswith(("data:", "blob:")) for r in requests), \
         sorted({r for r in requests if not r.startswith(url.rstrip("/"))})
 
 
-def test_demo_command_parses_and_refuses_a_missing_checkpoint(tmp_path, params, capsys):
+def test_demo_command_parses_and_refuses_a_missing_or_wrong_checkpoint(tmp_path, models, params, capsys):
     from lumos.webui.cli import run_demo
 
     args = build_parser().parse_args(["demo", "--i2i", "a", "--t2i", "b", "--port", "7861"])
     assert (str(args.i2i), str(args.t2i), args.port) == ("a", "b", 7861)
     assert run_demo(params.active, tmp_path / "nothing", None, None) == 1
     assert "nothing" in capsys.readouterr().err
+    assert run_demo(params.active, models / "t2i", None, None) == 1  # a T2I checkpoint is no I2I one
+    assert "text-conditioned" in capsys.readouterr().err
