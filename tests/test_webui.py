@@ -192,3 +192,21 @@ def test_demo_command_parses_and_refuses_a_missing_or_wrong_checkpoint(tmp_path,
     assert "nothing" in capsys.readouterr().err
     assert run_demo(params.active, models / "t2i", None, None) == 1  # a T2I checkpoint is no I2I one
     assert "text-conditioned" in capsys.readouterr().err
+
+
+def test_bad_input_is_a_clear_error(models, params):
+    from lumos.webui import load_i2i
+    from lumos.webui.app import run_interpolation, run_text_to_image, run_variations
+
+    i2i = load_i2i(models / "i2i/checkpoints/step-0000001", params.active)  # a checkpoint folder works too
+    image = Image.new("RGB", (40, 40))
+    with pytest.raises(ValueError, match="upload image B"):
+        run_interpolation(i2i, image, None, 3, 0, 2, 3.0)
+    with pytest.raises(ValueError, match="upload an image"):
+        run_variations(i2i, None, 1, 0, 2, 3.0)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        run_variations(i2i, image, 1, 0, 0, 3.0)
+    with pytest.raises(ValueError, match="CFG scale >= 1"):
+        run_variations(i2i, image, 1, 0, 2, 0.5)
+    with pytest.raises(ValueError, match="enter a prompt"):
+        run_text_to_image(None, "  ", "64x64", 1, 0, 2, 3.0)
