@@ -155,7 +155,7 @@ def test_one_variation_of_an_upload(demo, uploads):
     assert (_pixels(shown[:1]) - _pixels(shown[1:])).abs().mean() > 0.02  # a sample, not the input
 
 
-def test_text_to_image_at_a_chosen_bucket(demo, params):
+def test_text_to_image_at_a_chosen_bucket(demo):
     _, t2i, _, page, _ = demo
     _tab(page, "Text to image")
     wide = min(t2i.buckets, key=lambda hw: hw[0] / hw[1])  # the widest bucket

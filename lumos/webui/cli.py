@@ -32,9 +32,13 @@ def run_demo(profile: Profile, i2i: Path | None, t2i: Path | None, port: int | N
         print("lumos demo: no checkpoint: train-i2i / train-t2i first, or pass --i2i / --t2i", file=sys.stderr)
         return 1
     app = build_app(i2i_demo, t2i_demo, seed=profile.sample.seed, frames=profile.sample.interpolation_steps)
-    for name, d in (("i2i", i2i_demo), ("t2i", t2i_demo)):
-        print(f"{name}: {d.checkpoint if d else 'none'}", flush=True)
-    launch_url = launch(app, port, block=False)
+    for name, loaded in (("i2i", i2i_demo), ("t2i", t2i_demo)):
+        print(f"{name}: {loaded.checkpoint if loaded else 'none'}", flush=True)
+    try:
+        launch_url = launch(app, port)
+    except OSError as err:  # the port is taken
+        print(f"lumos demo: cannot serve on 127.0.0.1:{port}: {err}", file=sys.stderr)
+        return 1
     print(f"lumos demo at {launch_url} (Ctrl-C stops)", flush=True)
     app.block_thread()
     return 0
