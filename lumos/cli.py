@@ -284,6 +284,25 @@ COMMANDS.register("serve")(Command(
     stage=False))
 
 
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--i2i", type=Path, metavar="CKPT",
+                   help="I2I checkpoint or run folder (default: models/i2i if trained)")
+    p.add_argument("--t2i", type=Path, metavar="CKPT",
+                   help="T2I checkpoint or run folder (default: models/t2i if trained)")
+    p.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from lumos.webui.cli import run_demo
+
+    return run_demo(load_params(args.params).active, args.i2i, args.t2i, args.port)
+
+
+COMMANDS.register("demo")(Command(
+    "tool: interactive web UI on 127.0.0.1: I2I variations, interpolation, T2I at an aspect ratio",
+    _demo_args, _demo, stage=False))
+
+
 def build_parser() -> argparse.ArgumentParser:
     stages = [name for name, c in COMMANDS.items() if c.stage]
     parser = argparse.ArgumentParser(

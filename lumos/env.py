@@ -14,6 +14,7 @@ LOOPBACK_ENV = {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "HF_HUB_DISABLE_TELEMETRY": "1",
+    "GRADIO_ANALYTICS_ENABLED": "False",  # the demo (lumos demo): no usage reports, no version check
     # The temporary Prefect server needs more than the default 20 s to start on 2 busy cores.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
 }
