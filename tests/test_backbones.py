@@ -190,3 +190,38 @@ def test_dino_cls_is_l2_normalised_when_asked(normalize):
     tokens = enc(torch.rand(2, 3, 32, 32))
     norms = tokens[:, 0].norm(dim=-1)
     assert torch.allclose(norms, torch.ones(2), atol=1e-5) == normalize
+
+
+def test_tiny_profile_model_trains_reloads_and_samples(tmp_path):
+    """The tiny profile's `model` section (lumos, learned variance) through the shared train
+    loop, a checkpoint reload and I2I variations (pixart, a params change, as tests/test_i2i.py)."""
+    from PIL import Image
+
+    from lumos.config import DEFAULT_PARAMS, Optimizer, load_params
+    from lumos.data.extract import encode_images
+    from lumos.data.features import FeatureShards, write_feature_shard
+    from lumos.encoders import build_vae, build_vision_encoder
+    from lumos.models import backbone_args
+    from lumos.sample.i2i import load_model, variations
+    from lumos.tasks.i2i import I2ITask
+    from lumos.train.loop import RunSpec, train
+
+    profile = load_params(DEFAULT_PARAMS).active
+    assert profile.model.backbone == "lumos" and profile.model.learn_sigma
+    model_cfg, backbone = profile.model, "lumos"
+    g = torch.Generator().manual_seed(0)
+    images = [Image.fromarray((torch.rand(40, 48, 3, generator=g) * 255).byte().numpy()) for _ in range(4)]
+    vae = build_vae(profile.vae)
+    encoder = build_vision_encoder(profile.vision_encoder.model_copy(update={"resolution": 32}))
+    write_feature_shard(tmp_path / "f/a.safetensors", [f"k{i}" for i in range(4)],
+                        encode_images(images, 32, vae, encoder, batch_size=4, device="cpu"), {})
+    task = I2ITask(FeatureShards(tmp_path / "f"), model_cfg.variant, 0.1,
+                   GaussianDiffusion(1000, model_cfg.vlb_weight), architecture=backbone_args(model_cfg))
+    spec = RunSpec(steps=2, global_batch=2, micro_batch=2, optimizer=Optimizer(lr=1e-3, warmup_steps=1),
+                   precision="fp32", zero_stage=0, ema_decay=0.9, seed=0, checkpoint_every=2, log_every=1)
+    result = train(task, spec, tmp_path / "run", {"model_args": task.model_args()})
+    assert len(result["losses"]) == 2 and all(math.isfinite(x) and x > 0 for x in result["losses"])
+    model, config = load_model(tmp_path / "run/checkpoints/step-0000002")
+    assert config["model_args"]["backbone"] == backbone and model.backbone == backbone and model.learn_sigma
+    grid = variations(model, vae, encoder, images[:1], 2, 32, Diffusion(sample_steps=2, cfg_scale=2.0), seed=0)
+    assert grid.shape == (3, 3, 32, 32) and torch.isfinite(grid).all()
