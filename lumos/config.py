@@ -225,7 +225,8 @@ class Model(Section):
     backbone: Literal["lumos", "pixart"] = "lumos"  # lumos: the released per-block adaLN-Zero DiT
     learn_sigma: bool = True  # [epsilon | variance] output, IDDPM's hybrid loss (as DiT / PixArt)
     vlb_weight: Annotated[float, Field(ge=0.0)] = 1.0  # lambda of L_simple + lambda L_vlb (DiT's code)
-    pixart_alpha: str | None = "PixArt-alpha/PixArt-XL-2-512x512"  # `prior: pixart-alpha`: hub name / folder
+    # `prior: pixart-alpha`: a hub name or diffusers folder; None: a tiny random stand-in
+    pixart_alpha: str | None = "PixArt-alpha/PixArt-XL-2-512x512"
 
 
 class Diffusion(Section):

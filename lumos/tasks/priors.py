@@ -41,9 +41,24 @@ def checkpoint_at(path: Path | str) -> Path:
     return ckpt
 
 
-def pixart_alpha_checkpoint(source: str, out: Path = IMPORTED / PIXART_ALPHA) -> Path:
+def _tiny_pixart_alpha():
+    """The tiny profile's stand-in: a seeded random transformer of PixArt-alpha's class and
+    layout (learned variance, T5-wide captions) at the tiny variant's size."""
+    from diffusers import PixArtTransformer2DModel
+
+    from lumos.encoders.frozen import seeded
+    from lumos.models import VARIANTS
+
+    return seeded(lambda: PixArtTransformer2DModel(
+        **VARIANTS["tiny"], in_channels=4, out_channels=8, sample_size=8, caption_channels=32,
+        cross_attention_dim=VARIANTS["tiny"]["num_attention_heads"] * VARIANTS["tiny"]["attention_head_dim"],
+        norm_type="ada_norm_single", use_additional_conditions=False))
+
+
+def pixart_alpha_checkpoint(source: str | None, out: Path = IMPORTED / PIXART_ALPHA) -> Path:
     """PixArt-alpha's transformer (diffusers format: a hub name or a local folder, of a pipeline
-    or of the transformer alone) in this project's layout; converted once per source."""
+    or of the transformer alone; None: the tiny random stand-in) in this project's layout;
+    converted once per source."""
     from diffusers import PixArtTransformer2DModel
 
     from lumos.models.release import pixart_model_args, write_checkpoint
@@ -51,9 +66,12 @@ def pixart_alpha_checkpoint(source: str, out: Path = IMPORTED / PIXART_ALPHA) ->
     done = latest_checkpoint(out)
     if done is not None and json.loads((done / "config.json").read_text()).get("source") == {"pixart_alpha": source}:
         return done
-    local = Path(source)
-    sub = "transformer" if (local / "transformer").is_dir() or not local.exists() else None
-    transformer = PixArtTransformer2DModel.from_pretrained(source, subfolder=sub)
+    if source is None:
+        transformer = _tiny_pixart_alpha()
+    else:
+        local = Path(source)
+        sub = "transformer" if (local / "transformer").is_dir() or not local.exists() else None
+        transformer = PixArtTransformer2DModel.from_pretrained(source, subfolder=sub)
     state = {"transformer." + k: v for k, v in transformer.state_dict().items()}
     args = pixart_model_args(dict(transformer.config))
     with torch.device("meta"):  # the null condition: PixArt-alpha keeps it outside the transformer
@@ -64,13 +82,12 @@ def pixart_alpha_checkpoint(source: str, out: Path = IMPORTED / PIXART_ALPHA) ->
     return write_checkpoint(state, config, out)
 
 
-def prior_checkpoint(prior: str, roots: dict[str, Path] | None = None, pixart_alpha: str | None = None) -> Path | None:
+def prior_checkpoint(prior: str, roots: dict[str, Path] | None = None,
+                     pixart_alpha: str | None = None) -> Path | None:
     """The parent checkpoint of ``prior`` (None for ``none``); a missing one is an error."""
     if prior == "none":
         return None
     if prior == PIXART_ALPHA:
-        if not pixart_alpha:
-            raise ValueError("prior pixart-alpha: set model.pixart_alpha to a hub name or a local folder")
         return pixart_alpha_checkpoint(pixart_alpha, (roots or {}).get(PIXART_ALPHA, IMPORTED / PIXART_ALPHA))
     roots = {**PRIOR_MODELS, **(roots or {})}
     if prior not in roots:
