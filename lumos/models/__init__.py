@@ -8,5 +8,5 @@ from lumos.models.video import VideoDiT
 
 MODEL_CLASSES = {"dit": ConditionedDiT, "nvs": NVSDiT, "video": VideoDiT}
 
-__all__ = ["BACKBONES", "CONDITION_PARAMETERS", "backbone_args", "MODEL_CLASSES", "VARIANTS", "ConditionedDiT", "NVSDiT", "VideoDiT",
-           "transfer_weights"]
+__all__ = ["BACKBONES", "CONDITION_PARAMETERS", "MODEL_CLASSES", "VARIANTS", "ConditionedDiT", "NVSDiT", "VideoDiT",
+           "backbone_args", "transfer_weights"]
