@@ -178,6 +178,12 @@ def test_multi_aspect_size_embedding():
         assert out.shape == (1, 8, 8, 12)
         model.transformer.ar_embedder.mlp[2].bias.add_(1.0)  # the aspect-ratio embedding is used
         assert not torch.allclose(model(z, torch.tensor([10]), torch.randn(1, 1, 24)), out)
+    # a multi-aspect T2I step: padded T5 tokens masked, hybrid loss on a non-square latent
+    cond, mask = torch.randn(2, 3, 24), torch.tensor([[1, 1, 0], [1, 0, 0]])
+    loss = GaussianDiffusion().loss(model.train(), torch.randn(2, 4, 8, 12), cond, torch.Generator().manual_seed(0),
+                                    condition_mask=mask)
+    loss.backward()
+    assert torch.isfinite(loss) and model.transformer.csize_embedder.mlp[0].weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="lumos backbone"):
         ConditionedDiT(**{**ARGS, "backbone": "pixart", "size_conditioning": True})
 
