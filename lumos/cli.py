@@ -303,6 +303,30 @@ COMMANDS.register("demo")(Command(
     _demo_args, _demo, stage=False))
 
 
+def _import_checkpoint_args(p: argparse.ArgumentParser) -> None:
+    from lumos.models.release import RELEASES
+
+    p.add_argument("release", choices=sorted(RELEASES), help="which released model the file holds")
+    p.add_argument("path", type=Path, help="the released .pth (loaded with torch.load(weights_only=True))")
+    p.add_argument("out", type=Path, help="run folder to write (then `prior: OUT`, or models/i2i for sample-i2i)")
+
+
+def _import_checkpoint(args: argparse.Namespace) -> int:
+    from lumos.models.release import import_release
+
+    try:
+        ckpt = import_release(args.release, args.path, args.out)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"lumos: {err}", file=sys.stderr)
+        return 2
+    print(ckpt)
+    return 0
+
+
+COMMANDS.register("import-checkpoint")(Command(
+    "tool: convert a released Lumos .pth (lumos-i2i | lumos-t2i) into this project's checkpoint layout",
+    _import_checkpoint_args, _import_checkpoint, stage=False))
+
 def build_parser() -> argparse.ArgumentParser:
     stages = [name for name, c in COMMANDS.items() if c.stage]
     parser = argparse.ArgumentParser(

@@ -207,6 +207,7 @@ class VisionEncoder(Section):
     tokens: Literal["cls", "patch", "all", "topk"] = "cls"
     topk: PosInt = 119  # CLS + 119 patches = 120, T5's length
     resolution: PosInt = 224
+    normalize_cls: bool = True  # DINO's [CLS] L2-normalised, as the released Lumos code
 
 
 class TextEncoder(Section):
@@ -221,6 +222,11 @@ class TextEncoder(Section):
 class Model(Section):
     variant: Literal["tiny", "B/2", "L/2", "XL/2"] = "XL/2"
     condition_dropout: Prob = 0.1  # Fig. 12 (a)
+    backbone: Literal["lumos", "pixart"] = "lumos"  # lumos: the released per-block adaLN-Zero DiT
+    learn_sigma: bool = True  # [epsilon | variance] output, IDDPM's hybrid loss (as DiT / PixArt)
+    vlb_weight: Annotated[float, Field(ge=0.0)] = 1.0  # lambda of L_simple + lambda L_vlb (DiT's code)
+    # `prior: pixart-alpha`: a hub name or diffusers folder; None: a tiny random stand-in
+    pixart_alpha: str | None = "PixArt-alpha/PixArt-XL-2-512x512"
 
 
 class Diffusion(Section):
@@ -325,7 +331,10 @@ class T2IStage(Section):
     warmup_steps: NonNegInt = 1000
 
 
-Prior = Literal["i2i", "t2i", "none"]  # Fig. 5, Tables 4-5: which checkpoint a task starts from
+# A checkpoint or run folder (e.g. an imported release, `lumos import-checkpoint`): has a "/".
+PriorPath = Annotated[str, Field(pattern=r"/")]
+# Fig. 5, Tables 4-5: which checkpoint a task starts from (pixart-alpha: model.pixart_alpha)
+Prior = Literal["i2i", "t2i", "pixart-alpha", "none"] | PriorPath
 
 
 class T2ISample(Section):
@@ -339,7 +348,7 @@ class T2ISample(Section):
 class T2I(Section):
     """Progressive T2I fine-tuning (supplement H.2, Table S1)."""
 
-    prior: Literal["i2i", "none"] = "i2i"  # a T2I prior for T2I would be the task itself
+    prior: Literal["i2i", "none"] | PriorPath = "i2i"  # a T2I prior for T2I would be the task itself
     stages: Annotated[list[T2IStage], Field(min_length=1)]
     micro_batch: PosInt = 64
     precision: Precision = "fp16"

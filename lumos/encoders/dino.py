@@ -1,7 +1,9 @@
 """DINO (ViT-B/16, the paper's tau_img, 4.1) and DINOv2 from transformers.
 
 Tokens are ``last_hidden_state`` (after the final LayerNorm): [CLS] at index 0, then any
-register tokens (DINOv2 with registers; dropped), then the patch grid.
+register tokens (DINOv2 with registers; dropped), then the patch grid. The [CLS] token is
+L2-normalised when ``vision_encoder.normalize_cls`` (on by default, as the released Lumos
+code feeds DINO's CLS to the model).
 """
 
 from __future__ import annotations
@@ -33,7 +35,10 @@ class HFViTEncoder(VisionTokenEncoder):
     def _features(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         kwargs = {"interpolate_pos_encoding": True} if self._interpolate else {}
         h = self.backbone(pixel_values=pixels, **kwargs).last_hidden_state
-        return h[:, :1], h[:, 1 + self.num_registers:]
+        cls = h[:, :1]
+        if getattr(self.cfg, "normalize_cls", False):
+            cls = torch.nn.functional.normalize(cls, dim=-1)
+        return cls, h[:, 1 + self.num_registers:]
 
 
 @ENCODERS.register("dino")

@@ -25,9 +25,9 @@ class NVSDiT(ConditionedDiT):
         nn.init.zeros_(self.pose_embedding[-1].weight)
         nn.init.zeros_(self.pose_embedding[-1].bias)
         self._pose_emb: torch.Tensor | None = None
-        # adaLN-single embeds t, then modulates every block and the final layer from that
+        # Both backbones embed t once, then modulate every block and the final layer from that
         # embedding: adding the pose there conditions all of them, as eq. (S1) asks.
-        self.transformer.adaln_single.emb.register_forward_hook(self._add_pose)
+        self.timestep_embedder().register_forward_hook(self._add_pose)
 
     def _add_pose(self, module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
         return output if self._pose_emb is None else output + self._pose_emb.to(output.dtype)

@@ -46,7 +46,7 @@ class _AfterBlock:
 class VideoDiT(ConditionedDiT):
     def __init__(self, max_frames: int = 16, **dit_args) -> None:
         super().__init__(**dit_args)
-        blocks = self.transformer.transformer_blocks
+        blocks = self.blocks()
         self.temporal = nn.ModuleList(TemporalAttention(self.width, self.heads, self.head_dim, max_frames)
                                       for _ in blocks)
         self.frames_in_flight = 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -22,13 +22,14 @@ class I2ITask:
     diffusion: GaussianDiffusion
     gradient_checkpointing: bool = False
     name: str = "i2i"
+    architecture: dict = field(default_factory=dict)  # backbone, learn_sigma (lumos.models.backbone_args)
 
     def model_args(self) -> dict:
         """ConditionedDiT's arguments, sized from the cached features (saved with checkpoints)."""
         mean, cond = self.data.tensors["latent_mean"], self.data.tensors["condition"]
         return {"variant": self.variant, "latent_channels": mean.shape[1], "latent_size": mean.shape[-1],
                 "condition_dim": cond.shape[-1], "condition_tokens": cond.shape[1],
-                "gradient_checkpointing": self.gradient_checkpointing}
+                "gradient_checkpointing": self.gradient_checkpointing, **self.architecture}
 
     def build_model(self) -> ConditionedDiT:
         return ConditionedDiT(**self.model_args())

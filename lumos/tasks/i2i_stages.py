@@ -15,6 +15,7 @@ from lumos.data.extract import extract_features, load_images
 from lumos.data.features import FeatureShards
 from lumos.diffusion import GaussianDiffusion
 from lumos.encoders import build_vae, build_vision_encoder
+from lumos.models import backbone_args
 from lumos.sample.i2i import interpolation, load_model, save_grid, variations
 from lumos.tasks.i2i import I2ITask
 from lumos.tasks.runs import fit, write_summary
@@ -44,8 +45,8 @@ def run_train(profile: Profile, features: Path = FEATURES, out: Path = MODELS,
               stop_after: int | None = None) -> dict:
     data = FeatureShards(features).limit(profile.train.max_samples)
     task = I2ITask(data, profile.model.variant, profile.model.condition_dropout,
-                   GaussianDiffusion(profile.diffusion.train_steps),
-                   profile.train.gradient_checkpointing)
+                   GaussianDiffusion(profile.diffusion.train_steps, profile.model.vlb_weight),
+                   profile.train.gradient_checkpointing, architecture=backbone_args(profile.model))
     config = {"task": "i2i", "condition": "vision", "model_class": "dit", "model_args": task.model_args(),
               "encoders": {"vae": profile.vae.model_dump(), "vision_encoder": profile.vision_encoder.model_dump()},
               "train": profile.train.model_dump(exclude={"steps", "checkpoint_every", "log_every"}),

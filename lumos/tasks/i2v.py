@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lumos.models import VideoDiT
@@ -41,5 +40,6 @@ class I2VTask(TransferTask):
         z_t, t = first_frame_clean(z0, z_t, t)
         drop = (torch.rand(b, generator=generator) < self.condition_dropout).to(mean.device)
         cond = model.drop_condition(batch["condition"], drop)
-        eps = forward(z_t, t, cond)
-        return F.mse_loss(eps[:, 1:].float(), noise[:, 1:].float())  # frame 0 is given, not predicted
+        out = forward(z_t, t, cond)
+        later = lambda x: x[:, 1:].flatten(0, 1)  # noqa: E731  frame 0 is given, not predicted
+        return self.diffusion.per_sample_loss(later(out), later(z0), later(z_t), later(t), later(noise)).mean()

@@ -17,6 +17,7 @@ from lumos.data.features import FeatureShards
 from lumos.data.i2v import extract_i2v_features
 from lumos.diffusion import GaussianDiffusion
 from lumos.encoders import build_vae, build_vision_encoder
+from lumos.models import backbone_args
 from lumos.io import atomic_write_bytes
 from lumos.sample.i2i import load_model
 from lumos.sample.i2v import image_to_video_latents, write_clip
@@ -47,10 +48,11 @@ def run_train(profile: Profile, features: Path = FEATURES, out: Path = MODELS,
     model_args = {"variant": profile.model.variant, "latent_channels": mean.shape[2],
                   "latent_size": mean.shape[-1], "condition_dim": cond.shape[-1],
                   "condition_tokens": cond.shape[1], "gradient_checkpointing": ft.gradient_checkpointing,
+                  **backbone_args(profile.model),
                   "max_frames": mean.shape[1]}
-    parent = prior_checkpoint(ft.prior, prior_roots)
+    parent = prior_checkpoint(ft.prior, prior_roots, profile.model.pixart_alpha)
     task = I2VTask(data, model_args, parent, profile.model.condition_dropout,
-                   GaussianDiffusion(profile.diffusion.train_steps))
+                   GaussianDiffusion(profile.diffusion.train_steps, profile.model.vlb_weight))
     config = fine_tune_config(
         "i2v", "video", model_args, ft, profile, {"clips": len(data), "frames": mean.shape[1]},
         lineage(ft.prior, parent, {"i2v_features": str(features), "clips": str(CLIPS)},

@@ -16,6 +16,7 @@ from lumos.config import Profile
 from lumos.data.nvs import NVSObjects, extract_nvs_features, load_views
 from lumos.diffusion import GaussianDiffusion
 from lumos.encoders import build_vae, build_vision_encoder
+from lumos.models import backbone_args
 from lumos.render.stages import RENDERS
 from lumos.sample.i2i import load_model, save_grid, save_png
 from lumos.sample.nvs import novel_views
@@ -45,10 +46,11 @@ def run_train(profile: Profile, features: Path = FEATURES, out: Path = MODELS,
     mean, cond = data.tensors["latent_mean"], data.tensors["condition"]
     model_args = {"variant": profile.model.variant, "latent_channels": mean.shape[2],
                   "latent_size": mean.shape[-1], "condition_dim": cond.shape[-1],
-                  "condition_tokens": cond.shape[2], "gradient_checkpointing": ft.gradient_checkpointing}
-    parent = prior_checkpoint(ft.prior, prior_roots)
+                  "condition_tokens": cond.shape[2], "gradient_checkpointing": ft.gradient_checkpointing,
+                  **backbone_args(profile.model)}
+    parent = prior_checkpoint(ft.prior, prior_roots, profile.model.pixart_alpha)
     task = NVSTask(data, model_args, parent, profile.model.condition_dropout,
-                   GaussianDiffusion(profile.diffusion.train_steps))
+                   GaussianDiffusion(profile.diffusion.train_steps, profile.model.vlb_weight))
     config = fine_tune_config(
         "nvs", "nvs", model_args, ft, profile, {"objects": len(data.uids), "views": data.views, "pairs": len(data)},
         lineage(ft.prior, parent, {"nvs_features": str(features / "objaverse"), "renders": str(RENDERS / "objaverse")},

@@ -24,6 +24,7 @@ from lumos.data.t2i import T2IDataset, extract_t2i_latents, stage_key
 from lumos.diffusion import GaussianDiffusion
 from lumos.encoders import build_vae
 from lumos.encoders.t5 import T5TextEncoder
+from lumos.models import backbone_args
 from lumos.sample.i2i import load_model, save_grid, save_png
 from lumos.sample.t2i import text_to_image
 from lumos.tasks.priors import prior_checkpoint, t2i_final
@@ -75,9 +76,12 @@ def run_train(profile: Profile, features: Path = FEATURES, t5: Path = T5_DIR, ou
         vae_f = data.buckets[0][0] // latent.shape[-2]  # image side / latent side
         model_args = {"variant": profile.model.variant, "latent_channels": latent.shape[1],
                       "latent_size": stage.resolution // vae_f, "condition_dim": width,
-                      "condition_tokens": tokens, "gradient_checkpointing": profile.train.gradient_checkpointing}
+                      "condition_tokens": tokens, "gradient_checkpointing": profile.train.gradient_checkpointing,
+                      **backbone_args(profile.model)}
+        if stage.multi_aspect and profile.model.backbone == "lumos":
+            model_args["size_conditioning"] = True  # the release's size + aspect-ratio embedding
         task = T2ITask(data, model_args, parent, profile.model.condition_dropout,
-                       GaussianDiffusion(profile.diffusion.train_steps),
+                       GaussianDiffusion(profile.diffusion.train_steps, profile.model.vlb_weight),
                        mixer=CaptionMixer(profile.t2i_data.long_caption_ratio))
         config = {"task": "t2i", "condition": "text", "model_class": "dit", "model_args": model_args,
                   "stage": i, "stage_settings": stage.model_dump(), "buckets": [list(b) for b in data.buckets],
