@@ -104,20 +104,18 @@ def broadcast(value):
 def to_universal(ckpt: Path) -> Path:
     """DeepSpeed's universal checkpoint of ``ckpt`` (made once, by rank 0): the ZeRO optimizer
     state merged per parameter, loadable under any world size (ds_to_universal)."""
-    import subprocess
-    import sys
+    from argparse import Namespace
 
     import torch.distributed as dist
+    from deepspeed.checkpoint.ds_to_universal import main as ds_to_universal
 
     target = ckpt / "deepspeed" / UNIVERSAL_TAG
     if rank() == 0 and not (target / "DONE").exists():
         shutil.rmtree(target, ignore_errors=True)
-        run = subprocess.run([sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal",
-                              "--input_folder", str(ckpt / "deepspeed" / "state"), "--output_folder",
-                              str(target), "--inject_missing_state", "--num_extract_workers", "1",
-                              "--num_merge_workers", "1"], capture_output=True, text=True)
-        if run.returncode:
-            raise RuntimeError(f"ds_to_universal failed on {ckpt}:\n{run.stderr[-2000:]}")
+        # Its command-line arguments; one worker each: the conversion runs in this process.
+        ds_to_universal(Namespace(input_folder=str(ckpt / "deepspeed" / "state"), output_folder=str(target),
+                                  num_extract_workers=1, num_merge_workers=1, keep_temp_folder=False,
+                                  strict=True, inject_missing_state=True))
         (target / "DONE").write_text("")
     if dist.is_initialized():
         dist.barrier()
