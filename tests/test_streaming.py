@@ -3,6 +3,7 @@ caches in the params' precision, bounded to a few shards."""
 
 from __future__ import annotations
 
+import json
 from itertools import islice
 
 import fsspec
@@ -80,3 +81,48 @@ def test_memory_url_fp16_cache_and_max_samples():
 def test_no_shards_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no feature shards"):
         FeatureStream(tmp_path)
+
+
+def test_t2i_stream_joins_t5_by_uid_inside_one_bucket(tmp_path):
+    from safetensors.torch import save_file
+
+    from lumos.data.t2i import T2IStream, _save
+
+    files = {"a--32x32": [0, 1, 2], "a--32x48": [3, 4], "b--32x32": [5, 6]}
+    for name, uids in files.items():
+        h, w = map(int, name.rsplit("--", 1)[1].split("x"))
+        n = torch.tensor(uids, dtype=torch.float32)
+        _save(tmp_path / "lat" / f"{name}.safetensors",
+              {"latent_mean": n.view(-1, 1, 1, 1).expand(-1, 4, h // 8, w // 8).clone(),
+               "latent_std": torch.ones(len(uids), 4, h // 8, w // 8)}, [f"u{u}" for u in uids], {"bucket": [h, w]})
+    (tmp_path / "t5").mkdir()
+    for name, uids in {"a": [4, 2, 0, 3, 1], "b": [6, 5]}.items():  # another order than the latents
+        n = torch.tensor(uids, dtype=torch.float32)
+        save_file({"raw_emb": n.view(-1, 1, 1).expand(-1, 5, 16).clone(), "long_emb": torch.zeros(len(uids), 5, 16),
+                   "raw_mask": torch.ones(len(uids), 5, dtype=torch.int8),
+                   "long_mask": torch.ones(len(uids), 5, dtype=torch.int8),
+                   "has_long": torch.zeros(len(uids), dtype=torch.bool)},
+                  str(tmp_path / "t5" / f"{name}.safetensors"), metadata={"keys": json.dumps([f"u{u}" for u in uids])})
+    data = T2IStream(tmp_path / "lat", tmp_path / "t5")
+    assert data.buckets == [(32, 32), (32, 48)] and data.text_width == (5, 16) and len(data) == 7
+    assert data.shapes["latent_mean"] == (4, 4, 4)
+    for b in islice(data.loader(2, seed=0, workers=0), 12):  # several epochs
+        assert torch.equal(b["raw_emb"][:, 0, 0], b["latent_mean"][:, 0, 0, 0])  # the uid's own caption
+
+
+def test_nvs_stream_pairs_equal_the_in_memory_pairs(tmp_path):
+    from safetensors.torch import save
+
+    from lumos.data.nvs import NVSObjects, NVSStream
+
+    g = torch.Generator().manual_seed(0)
+    for o in range(2):
+        t = {"latent_mean": torch.randn(3, 4, 2, 2, generator=g), "latent_std": torch.rand(3, 4, 2, 2, generator=g),
+             "condition": torch.randn(3, 1, 8, generator=g), "w2c": torch.randn(3, 4, 4, generator=g)}
+        (tmp_path / f"obj{o}.safetensors").write_bytes(save(t, metadata={"meta": "{}"}))
+    stream, memory = NVSStream(tmp_path), NVSObjects(tmp_path)
+    assert len(stream) == len(memory) == 12 and stream.views == 3
+    for b in islice(stream.loader(4, seed=1, workers=0), 3):
+        k = (b["_sample"] >> 32) * 6 + (b["_sample"] & (2**32 - 1))
+        ref = memory.batch(k)
+        assert all(torch.allclose(b[n], ref[n]) for n in ref)
