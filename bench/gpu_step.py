@@ -89,7 +89,7 @@ def main() -> None:
     tflops = flops / step_s / 1e12
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
     mem = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else 0.0
-    print(f"{args.variant} ({params / 1e6:.0f} M params) on {name}: micro-batch {args.micro_batch}, "
+    print(f"{args.variant} ({params / 1e6:.2f} M params) on {name}: micro-batch {args.micro_batch}, "
           f"{flops / 1e12:.2f} TFLOP/step, peak memory {mem:.1f} GiB")
     print(f"RESULT step_s={step_s:.4f} samples_per_s={args.micro_batch / step_s:.1f} tflops={tflops:.1f} "
           f"mfu={tflops / args.peak_tflops:.4f}")
