@@ -262,6 +262,8 @@ class Train(Section):
     checkpoint_every: PosInt = 5000
     log_every: PosInt = 100
     max_samples: PosInt | None = None  # I2I data scale (section 4.3): the first N cached samples
+    keep_last: PosInt | None = 3  # finished checkpoints kept on disk (older ones deleted); null: all
+    loader_workers: Annotated[int, Field(ge=0)] = 2  # streamed-input DataLoader workers per rank
 
     @model_validator(mode="after")
     def _batch_divides(self) -> Train:

@@ -20,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save
 from tqdm import tqdm
 
+from lumos.data.stream import Shard, ShardCache, StreamedShards, header_shape, list_shards, load_shard, read_header
 from lumos.io import atomic_write_bytes
 from lumos.render.pairs import composite
 from lumos.render.renderer import DONE
@@ -115,3 +116,30 @@ class NVSObjects:
         return {"latent_mean": t["latent_mean"][o, b], "latent_std": t["latent_std"][o, b],
                 "input_latent": t["latent_mean"][o, a], "condition": t["condition"][o, a],
                 "pose": relative_pose(t["w2c"][o, a], t["w2c"][o, b])}
+
+
+class NVSStream(StreamedShards):
+    """The NVS pairs streamed (lumos.data.stream): one shard per object, its rows the ordered
+    view pairs (a, b), a != b, numbered as in ``NVSObjects``."""
+
+    def __init__(self, root: Path | str) -> None:
+        urls = list_shards(str(root))
+        if not urls:
+            raise FileNotFoundError(f"no NVS features in {root}: run features-nvs first")
+        headers = [read_header(u) for u in urls]
+        views = {header_shape(h, "w2c")[0] for h in headers}
+        if len(views) != 1:
+            raise ValueError(f"{root}: objects have different view counts {sorted(views)}")
+        self.views = views.pop()
+        self.uids = [u.rsplit("/", 1)[-1].removesuffix(".safetensors") for u in urls]
+        self.shards = [Shard(u, self.views * (self.views - 1)) for u in urls]
+        self.shapes = {k: header_shape(headers[0], k)[1:] for k in ("latent_mean", "condition")}
+
+    def load_rows(self, shard: Shard, rows: list[int], cache: ShardCache) -> dict[str, torch.Tensor]:
+        t, _ = cache.get(shard.url, lambda: load_shard(shard.url))
+        r = torch.tensor(rows)
+        a, b = r // (self.views - 1), r % (self.views - 1)
+        b = b + (b >= a).long()  # skip b == a
+        return {"latent_mean": t["latent_mean"][b], "latent_std": t["latent_std"][b],
+                "input_latent": t["latent_mean"][a], "condition": t["condition"][a],
+                "pose": relative_pose(t["w2c"][a], t["w2c"][b])}

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from lumos.data.buckets import bucket_table, nearest_bucket
 from lumos.data.extract import load_images
 from lumos.data.features import read_feature_meta
+from lumos.data.stream import Shard, ShardCache, StreamedShards, header_meta, header_shape, list_shards, load_shard, read_header
 from lumos.io import atomic_write_bytes, atomic_write_text
 
 
@@ -177,3 +178,53 @@ class T2IDataset:
         if bool((local < 0).any() or (local >= self.offsets[b + 1] - self.offsets[b]).any()):
             raise ValueError("a T2I micro-batch must stay inside one aspect-ratio bucket")
         return {k: v[b][local] for k, v in self.tensors.items()}
+
+
+class T2IStream(StreamedShards):
+    """The T2I training set streamed (lumos.data.stream): each latent shard (one bucket of one
+    subset shard) joined by uid with its subset shard's T5 file; micro-batches stay inside one
+    aspect-ratio bucket (the bucketed batch sampler of ``T2IDataset``, as a stream)."""
+
+    TEXT = T2IDataset.TEXT
+
+    def __init__(self, latents: Path | str, t5: Path | str) -> None:
+        urls = list_shards(str(latents))
+        if not urls:
+            raise FileNotFoundError(f"no T2I latents in {latents}: run features-t2i first")
+        self.t5_root = str(t5).rstrip("/")
+        self.shards, latent_shapes = [], {}
+        for url in urls:
+            header = read_header(url)
+            bucket = tuple(header_meta(header, "meta")["bucket"])
+            self.shards.append(Shard(url, len(header_meta(header, "keys")), bucket))
+            latent_shapes.setdefault(bucket, header_shape(header, "latent_mean")[1:])
+        self.buckets: list[tuple[int, int]] = sorted(latent_shapes)
+        self.shapes = {"latent_mean": latent_shapes[self.buckets[0]]}  # (C, h, w) of the first bucket
+        t5_file = self._t5_url(urls[0])
+        try:
+            header = read_header(t5_file)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no T5 cache {t5_file}: run features-t5 first") from None
+        self.text_width = header_shape(header, "raw_emb")[1:]  # (tokens, width)
+
+    def _t5_url(self, latent_url: str) -> str:
+        base = latent_url.rsplit("/", 1)[-1].removesuffix(".safetensors").rsplit("--", 1)[0]
+        return f"{self.t5_root}/{base}.safetensors"
+
+    @staticmethod
+    def _open(url: str) -> tuple[dict[str, torch.Tensor], list[str], dict[str, int]]:
+        tensors, meta = load_shard(url)
+        keys = json.loads(meta["keys"])
+        return tensors, keys, {k: i for i, k in enumerate(keys)}
+
+    def load_rows(self, shard: Shard, rows: list[int], cache: ShardCache) -> dict[str, torch.Tensor]:
+        latents, keys, _ = cache.get(shard.url, lambda: self._open(shard.url))
+        t5_url = self._t5_url(shard.url)
+        text, _, row = cache.get(t5_url, lambda: self._open(t5_url))
+        uids = [keys[r] for r in rows]
+        missing = [u for u in uids if u not in row]
+        if missing:
+            raise KeyError(f"{shard.url}: {len(missing)} samples have no T5 embedding (e.g. {missing[0]})")
+        idx, t5_idx = torch.tensor(rows), torch.tensor([row[u] for u in uids])
+        return {"latent_mean": latents["latent_mean"][idx], "latent_std": latents["latent_std"][idx],
+                **{k: text[k][t5_idx] for k in self.TEXT}}

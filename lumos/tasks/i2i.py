@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from lumos.data.features import FeatureShards
+from lumos.data.stream import FeatureStream
 from lumos.diffusion import GaussianDiffusion
 from lumos.models import ConditionedDiT
 
@@ -16,7 +17,7 @@ from lumos.models import ConditionedDiT
 class I2ITask:
     """Data: cached (latent mean, latent std, condition tokens); model: the DiT of eq. (1)."""
 
-    data: FeatureShards
+    data: FeatureShards | FeatureStream  # in memory (sampling, tests) or streamed (training)
     variant: str
     condition_dropout: float
     diffusion: GaussianDiffusion
@@ -26,9 +27,9 @@ class I2ITask:
 
     def model_args(self) -> dict:
         """ConditionedDiT's arguments, sized from the cached features (saved with checkpoints)."""
-        mean, cond = self.data.tensors["latent_mean"], self.data.tensors["condition"]
-        return {"variant": self.variant, "latent_channels": mean.shape[1], "latent_size": mean.shape[-1],
-                "condition_dim": cond.shape[-1], "condition_tokens": cond.shape[1],
+        mean, cond = self.data.shapes["latent_mean"], self.data.shapes["condition"]
+        return {"variant": self.variant, "latent_channels": mean[0], "latent_size": mean[-1],
+                "condition_dim": cond[-1], "condition_tokens": cond[0],
                 "gradient_checkpointing": self.gradient_checkpointing, **self.architecture}
 
     def build_model(self) -> ConditionedDiT:

@@ -12,7 +12,7 @@ from pathlib import Path
 from lumos.config import Profile
 from lumos.curation.catalog import DEFAULT_CATALOG, query
 from lumos.data.extract import extract_features, load_images
-from lumos.data.features import FeatureShards
+from lumos.data.stream import FeatureStream
 from lumos.diffusion import GaussianDiffusion
 from lumos.encoders import build_vae, build_vision_encoder
 from lumos.models import backbone_args
@@ -38,20 +38,20 @@ def run_spec(profile: Profile) -> RunSpec:
     return RunSpec(steps=t.steps, global_batch=t.global_batch, micro_batch=t.micro_batch,
                    optimizer=t.optimizer, precision=t.precision, zero_stage=t.zero_stage,
                    ema_decay=t.ema_decay, seed=t.seed, checkpoint_every=t.checkpoint_every,
-                   log_every=t.log_every)
+                   log_every=t.log_every, keep_last=t.keep_last, loader_workers=t.loader_workers)
 
 
 def run_train(profile: Profile, features: Path = FEATURES, out: Path = MODELS,
               stop_after: int | None = None) -> dict:
-    data = FeatureShards(features).limit(profile.train.max_samples)
+    data = FeatureStream(features, profile.train.max_samples)
     task = I2ITask(data, profile.model.variant, profile.model.condition_dropout,
                    GaussianDiffusion(profile.diffusion.train_steps, profile.model.vlb_weight),
                    profile.train.gradient_checkpointing, architecture=backbone_args(profile.model))
     config = {"task": "i2i", "condition": "vision", "model_class": "dit", "model_args": task.model_args(),
               "encoders": {"vae": profile.vae.model_dump(), "vision_encoder": profile.vision_encoder.model_dump()},
-              "train": profile.train.model_dump(exclude={"steps", "checkpoint_every", "log_every"}),
+              "train": profile.train.model_dump(exclude={"steps", "checkpoint_every", "log_every", "keep_last"}),
               "schedule": {"steps": profile.train.steps}, "diffusion": profile.diffusion.model_dump(),
-              "features": {"samples": len(data), "keys_head": data.keys[:3]}}
+              "features": {"samples": len(data), "keys_head": data.keys_head(3)}}
     return write_summary(out / "summary.json", fit(task, run_spec(profile), out, config, stop_after=stop_after))
 
 

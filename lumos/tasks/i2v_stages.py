@@ -14,6 +14,7 @@ import numpy as np
 
 from lumos.config import Profile
 from lumos.data.features import FeatureShards
+from lumos.data.stream import FeatureStream
 from lumos.data.i2v import extract_i2v_features
 from lumos.diffusion import GaussianDiffusion
 from lumos.encoders import build_vae, build_vision_encoder
@@ -43,18 +44,17 @@ def run_features(profile: Profile, clips: Path = CLIPS, out: Path = FEATURES) ->
 def run_train(profile: Profile, features: Path = FEATURES, out: Path = MODELS,
               prior_roots: dict | None = None, stop_after: int | None = None) -> dict:
     ft = profile.i2v.train
-    data = FeatureShards(features)
-    mean, cond = data.tensors["latent_mean"], data.tensors["condition"]
-    model_args = {"variant": profile.model.variant, "latent_channels": mean.shape[2],
-                  "latent_size": mean.shape[-1], "condition_dim": cond.shape[-1],
-                  "condition_tokens": cond.shape[1], "gradient_checkpointing": ft.gradient_checkpointing,
-                  **backbone_args(profile.model),
-                  "max_frames": mean.shape[1]}
+    data = FeatureStream(features)
+    mean, cond = data.shapes["latent_mean"], data.shapes["condition"]  # (F,C,h,w), (M,d)
+    model_args = {"variant": profile.model.variant, "latent_channels": mean[1],
+                  "latent_size": mean[-1], "condition_dim": cond[-1],
+                  "condition_tokens": cond[0], "gradient_checkpointing": ft.gradient_checkpointing,
+                  **backbone_args(profile.model), "max_frames": mean[0]}
     parent = prior_checkpoint(ft.prior, prior_roots, profile.model.pixart_alpha)
     task = I2VTask(data, model_args, parent, profile.model.condition_dropout,
                    GaussianDiffusion(profile.diffusion.train_steps, profile.model.vlb_weight))
     config = fine_tune_config(
-        "i2v", "video", model_args, ft, profile, {"clips": len(data), "frames": mean.shape[1]},
+        "i2v", "video", model_args, ft, profile, {"clips": len(data), "frames": mean[0]},
         lineage(ft.prior, parent, {"i2v_features": str(features), "clips": str(CLIPS)},
                 {"clips": "datasets/clips/webvid/index.parquet WHERE status = 'ok'"}))
     return run_fine_tune(task, ft, profile, out, config, stop_after)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from lumos.config import Profile
-from lumos.data.nvs import NVSObjects, extract_nvs_features, load_views
+from lumos.data.nvs import NVSObjects, NVSStream, extract_nvs_features, load_views
 from lumos.diffusion import GaussianDiffusion
 from lumos.encoders import build_vae, build_vision_encoder
 from lumos.models import backbone_args
@@ -42,11 +42,11 @@ def run_features(profile: Profile, renders: Path = RENDERS, out: Path = FEATURES
 def run_train(profile: Profile, features: Path = FEATURES, out: Path = MODELS,
               prior_roots: dict | None = None, stop_after: int | None = None) -> dict:
     ft = profile.nvs.train
-    data = NVSObjects(features / "objaverse")
-    mean, cond = data.tensors["latent_mean"], data.tensors["condition"]
-    model_args = {"variant": profile.model.variant, "latent_channels": mean.shape[2],
-                  "latent_size": mean.shape[-1], "condition_dim": cond.shape[-1],
-                  "condition_tokens": cond.shape[2], "gradient_checkpointing": ft.gradient_checkpointing,
+    data = NVSStream(features / "objaverse")
+    mean, cond = data.shapes["latent_mean"], data.shapes["condition"]  # (C,h,w), (M,d)
+    model_args = {"variant": profile.model.variant, "latent_channels": mean[0],
+                  "latent_size": mean[-1], "condition_dim": cond[-1],
+                  "condition_tokens": cond[0], "gradient_checkpointing": ft.gradient_checkpointing,
                   **backbone_args(profile.model)}
     parent = prior_checkpoint(ft.prior, prior_roots, profile.model.pixart_alpha)
     task = NVSTask(data, model_args, parent, profile.model.condition_dropout,

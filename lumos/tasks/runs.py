@@ -10,9 +10,10 @@ from pathlib import Path
 
 from lumos.config import FineTune
 from lumos.io import atomic_write_text
-from lumos.train.loop import RunSpec, Task, latest_checkpoint, train
+from lumos.train.engine import init_distributed
+from lumos.train.loop import RunSpec, Task, broadcast, latest_checkpoint, train
 
-_VOLATILE = ("step", "schedule", "deepspeed")  # may differ between a run and its resumption
+_VOLATILE = ("step", "schedule", "deepspeed", "loader")  # may differ between a run and its resumption
 
 
 def resumable(out: Path, config: dict) -> bool:
@@ -46,8 +47,14 @@ def summarise(losses: list[float], step: int, checkpoint: str, **extra) -> dict:
 def fit(task: Task, spec: RunSpec, out: Path, config: dict, stop_after: int | None = None,
         log_dir: Path | None = None, log_step_offset: int = 0) -> dict:
     """Train ``task`` into ``out`` (resuming a run of the same config, else starting afresh)."""
-    if out.exists() and not resumable(out, config) and _rank() == 0:
-        shutil.rmtree(out)  # another config: start afresh rather than resume a different run
+    import torch.distributed as dist
+
+    init_distributed()
+    # Rank 0 decides and removes a stale run folder (another config: start afresh rather than
+    # resume a different run); the others wait behind the barrier before looking for checkpoints.
+    if broadcast(_rank() == 0 and out.exists() and not resumable(out, config)) and _rank() == 0:
+        shutil.rmtree(out)
+    dist.barrier()
     result = train(task, spec, out, config, stop_after=stop_after, log_dir=log_dir,
                    log_step_offset=log_step_offset)
     return summarise(result["losses"], result["step"], result["checkpoint"])

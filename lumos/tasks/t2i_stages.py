@@ -20,7 +20,7 @@ from lumos.caption.stages import T5_DIR
 from lumos.config import Optimizer, Profile, T2IStage
 from lumos.curation.catalog import T2I_SUBSET
 from lumos.data.buckets import bucket_table, nearest_bucket
-from lumos.data.t2i import T2IDataset, extract_t2i_latents, stage_key
+from lumos.data.t2i import T2IStream, extract_t2i_latents, stage_key
 from lumos.diffusion import GaussianDiffusion
 from lumos.encoders import build_vae
 from lumos.encoders.t5 import T5TextEncoder
@@ -70,11 +70,11 @@ def run_train(profile: Profile, features: Path = FEATURES, t5: Path = T5_DIR, ou
     parent = prior_checkpoint(t.prior, prior_roots)
     summaries = []
     for i, stage in enumerate(t.stages):
-        data = T2IDataset(features / stage_key(stage.resolution, stage.multi_aspect), t5)
+        data = T2IStream(features / stage_key(stage.resolution, stage.multi_aspect), t5)
         tokens, width = data.text_width
-        latent = data.tensors["latent_mean"][0]
-        vae_f = data.buckets[0][0] // latent.shape[-2]  # image side / latent side
-        model_args = {"variant": profile.model.variant, "latent_channels": latent.shape[1],
+        latent = data.shapes["latent_mean"]  # (C, h, w) of the first bucket
+        vae_f = data.buckets[0][0] // latent[-2]  # image side / latent side
+        model_args = {"variant": profile.model.variant, "latent_channels": latent[0],
                       "latent_size": stage.resolution // vae_f, "condition_dim": width,
                       "condition_tokens": tokens, "gradient_checkpointing": profile.train.gradient_checkpointing,
                       **backbone_args(profile.model)}

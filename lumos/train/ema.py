@@ -26,6 +26,11 @@ class EMA:
             raise KeyError(f"EMA state lacks {sorted(missing)[:5]}...")
         self.shadow = {n: state[n].float().clone() for n in self.shadow}
 
+    def to(self, device: torch.device | str) -> EMA:
+        """Move the shadow beside the parameters (it is loaded on the CPU)."""
+        self.shadow = {n: v.to(device) for n, v in self.shadow.items()}
+        return self
+
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:
         for n, p in model.named_parameters():

@@ -62,9 +62,9 @@ def world_size() -> int:
 def deepspeed_config(global_batch: int, micro_batch: int, optimizer: Optimizer, precision: str,
                      zero_stage: int, world: int) -> dict:
     """The engine's JSON config: batch split, ZeRO, mixed precision, AdamW + linear warm-up."""
-    # ZeRO partitions optimizer state and gradients across ranks; one process has nothing to
-    # partition, and stage 2's bucketing would only add copies (bench/i2i_engine_overhead.py).
-    zero_stage = zero_stage if world > 1 else 0
+    # ZeRO partitions optimizer state and gradients across ranks. Kept on one process too (its
+    # bucketing costs a few copies, bench/i2i_engine_overhead.py) so that every checkpoint has
+    # the ZeRO layout DeepSpeed's universal checkpoint converts: a run resumes on any world size.
     if global_batch % (micro_batch * world):
         raise ValueError(f"global_batch {global_batch} is not a multiple of micro_batch "
                          f"{micro_batch} x world size {world}")
