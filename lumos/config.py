@@ -434,10 +434,11 @@ class VideoProtocol(Section):
 
 
 class Alignment(Section):
-    """Mini-world alignment (lumos/eval/alignment.py): colour blobs per 3x3 grid cell."""
+    """Strict mini-world alignment (lumos/eval/alignment.py): the objects found per 3x3 grid cell
+    must be exactly the shapes the caption names (count, colour, position, shape)."""
 
     tolerance: PosFloat = 60.0  # RGB distance within which a pixel has a palette colour
-    min_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.01  # of a cell's pixels: a blob
+    min_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.03  # of a cell's short side squared: an object
     cell_px: Annotated[int, Field(ge=4)] = 32  # analysis pixels per cell side
 
 

@@ -22,7 +22,7 @@ from PIL import Image
 from lumos.config import Profile
 from lumos.curation.catalog import DEFAULT_CATALOG, query
 from lumos.data.extract import load_images, square_crop
-from lumos.eval.alignment import alignment_scores
+from lumos.eval.alignment import TAGS, alignment_scores
 from lumos.eval.features import image_extractor, video_extractor
 from lumos.eval.image_metrics import ClipScorer, clip_score, fid_kid, lpips_model, nvs_metrics
 from lumos.eval.video_metrics import video_metrics
@@ -111,7 +111,7 @@ def run_evaluate_t2i(profile: Profile, samples: Path = Path("samples/t2i"), cata
         a = profile.eval.alignment
         al = alignment_scores([Image.fromarray(x.permute(1, 2, 0).numpy()) for x in generated],
                               [json.loads(s.read_text()) for s in scenes], a.tolerance, a.min_fraction, a.cell_px)
-        result["alignment"] = {k: al[k] for k in ("count", "colour", "position", "overall")}
+        result["alignment"] = {k: al[k] for k in TAGS}
     return _write(out / "t2i.json", result)
 
 
