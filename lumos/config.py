@@ -62,9 +62,10 @@ class MiniWorld(Section):
     max_shapes: Annotated[int, Field(ge=1, le=8)] = 4
     base_url: Annotated[str, Field(pattern=r"^https?://[^/\s]+$")] = "http://127.0.0.1:8765"
     bad_rows: BadRows = BadRows()
-    parts: list[Literal["images", "clips", "meshes"]] = ["images", "clips", "meshes"]
+    parts: list[Literal["images", "clips", "meshes", "heldout"]] = ["images", "clips", "meshes", "heldout"]
     clips: Annotated[int, Field(ge=6)] = 24  # short procedural videos (5 of them bad on purpose)
     meshes: PosInt = 12  # procedural coloured 3D objects (GLB)
+    heldout: Annotated[int, Field(ge=2)] = 12  # items per held-out benchmark stand-in (demo/heldout.py)
 
     @model_validator(mode="after")
     def _sides_ordered(self) -> MiniWorld:
