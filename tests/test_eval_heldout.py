@@ -69,3 +69,17 @@ def test_heldout_coco_scenes_score_exactly_and_depend_on_the_seed(world, params,
     from lumos.demo.heldout import build_heldout
     other = build_heldout(tmp_path / "s1", n=4, seed=1)
     assert other["coco_captions"] != json.loads((world / "heldout/manifest.json").read_text())["coco_captions"]
+
+
+def test_report_marks_the_stand_in_and_hides_provenance_columns():
+    from lumos.eval.references import benchmark
+    from lumos.report.collect import MetricRun
+    from lumos.report.tables import build_table
+
+    stand_in = benchmark("datasets/mini-world/heldout/coco/val2014", 12, "Table 2", fid=40.0)
+    real = benchmark("data/coco2014/val2014", 30000, "Table 2", fid=9.0)
+    t = build_table("t2i", [MetricRun("metrics/t2i.json", "i2i", {"coco30k": stand_in})])
+    assert t.groups == [("MS-COCO FID-30K (Table 2) [mini-world stand-in]", 2)]
+    assert [c.key for c in t.columns] == ["fid", "samples"]
+    t = build_table("t2i", [MetricRun("metrics/t2i.json", "i2i", {"coco30k": real})])
+    assert t.groups == [("MS-COCO FID-30K (Table 2)", 2)]
