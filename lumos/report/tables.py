@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from lumos.report.collect import MetricRun
 
 TITLES = {
-    "i2i": "I2I prior: image-to-image generation (cf. Table 1)",
-    "t2i": "Text-to-image: fidelity and text-image alignment (cf. Tables 2-3)",
-    "nvs": "Novel view synthesis: I2I vs T2I prior vs none (cf. Table 4)",
-    "i2v": "Image-to-video: I2I vs T2I prior vs none (cf. Table 5)",
+    "i2i": "Table 1: I2I prior, FID on ImageNet-1K val",
+    "t2i": "Table 2: T2I FID-30K on MS-COCO; Table 3: text-image alignment (strict, GenEval-like)",
+    "nvs": "Table 4: novel view synthesis per elevation, I2I vs T2I prior vs none",
+    "i2v": "Table 5: image-to-video FVD/KVD/PIC, I2I vs T2I prior vs none",
 }
 METRICS = {"fid": "FID", "kid": "KID", "clip_score": "CLIP score", "psnr": "PSNR", "ssim": "SSIM",
            "lpips": "LPIPS", "fvd": "FVD", "kvd": "KVD", "pic": "PIC", "count": "Counting",
