@@ -156,7 +156,7 @@ def test_queued_ablation_grid_runs_and_compares(project):
         rev = e["revs"][0]
         data = rev["data"]
         cfg = data["params"]["params.yaml"]["data"]["profiles"]["tiny"]["diffusion"]["cfg_scale"]
-        runs[cfg] = data["metrics"]["metrics/i2i.json"]["data"]["fid"]
+        runs[cfg] = data["metrics"]["metrics/i2i.json"]["data"]["imagenet"]["fid"]
     assert sorted(runs) == [1.0, 2.0, 4.5, 7.0]
     assert len(set(runs.values())) == 4  # the guidance scale changed every run's samples
 
