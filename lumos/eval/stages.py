@@ -4,8 +4,8 @@ under metrics/ (what `dvc metrics show` lists and `lumos report` lays out like t
     metrics/i2i.json   {"imagenet": ...}: FID/KID of I2I variations of held-out ImageNet val images
     metrics/t2i.json   {"coco30k": ...}: FID/KID of samples of held-out COCO captions vs. their
                        images, CLIP score, strict mini-world alignment (stand-in only)
-    metrics/nvs.json   PSNR/SSIM/LPIPS per elevation on the GSO protocol (Table 4)
-    metrics/i2v.json   FVD/KVD/PIC per video protocol (Table 5)
+    metrics/nvs.json   PSNR/SSIM/LPIPS per elevation at the GSO cameras (Table 4; training objects: open)
+    metrics/i2v.json   {"webvid": ...}: FVD/KVD/PIC on the WebVid training clips (held-out UCF-101/MSR-VTT: open)
 
 References are read only from ``eval.images``/``eval.videos`` (lumos/eval/references.py):
 held-out sets, the real benchmarks in the paper profile, the mini-world's stand-ins in the tiny
