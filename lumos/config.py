@@ -62,9 +62,10 @@ class MiniWorld(Section):
     max_shapes: Annotated[int, Field(ge=1, le=8)] = 4
     base_url: Annotated[str, Field(pattern=r"^https?://[^/\s]+$")] = "http://127.0.0.1:8765"
     bad_rows: BadRows = BadRows()
-    parts: list[Literal["images", "clips", "meshes"]] = ["images", "clips", "meshes"]
+    parts: list[Literal["images", "clips", "meshes", "heldout"]] = ["images", "clips", "meshes", "heldout"]
     clips: Annotated[int, Field(ge=6)] = 24  # short procedural videos (5 of them bad on purpose)
     meshes: PosInt = 12  # procedural coloured 3D objects (GLB)
+    heldout: Annotated[int, Field(ge=2)] = 12  # items per held-out benchmark stand-in (demo/heldout.py)
 
     @model_validator(mode="after")
     def _sides_ordered(self) -> MiniWorld:
@@ -445,10 +446,11 @@ class VideoProtocol(Section):
 
 
 class Alignment(Section):
-    """Mini-world alignment (lumos/eval/alignment.py): colour blobs per 3x3 grid cell."""
+    """Strict mini-world alignment (lumos/eval/alignment.py): the objects found per 3x3 grid cell
+    must be exactly the shapes the caption names (count, colour, position, shape)."""
 
     tolerance: PosFloat = 60.0  # RGB distance within which a pixel has a palette colour
-    min_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.01  # of a cell's pixels: a blob
+    min_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.03  # of a cell's short side squared: an object
     cell_px: Annotated[int, Field(ge=4)] = 32  # analysis pixels per cell side
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lumos.config import DEFAULT_PARAMS, load_params
 
@@ -22,15 +22,26 @@ class Grid:
     about: str
     axes: dict[str, list]
     target: str
+    zipped: bool = False  # axes vary together (point i takes each axis' i-th value), not a product
+    per_profile: dict[str, dict[str, list]] = field(default_factory=dict)  # profile -> axes replaced
 
-    def points(self) -> list[dict[str, object]]:
-        keys = list(self.axes)
-        return [dict(zip(keys, values)) for values in itertools.product(*(self.axes[k] for k in keys))]
+    def points(self, profile: str | None = None) -> list[dict[str, object]]:
+        axes = {**self.axes, **self.per_profile.get(profile or "", {})}
+        keys = list(axes)
+        if self.zipped:
+            if len({len(v) for v in axes.values()}) != 1:
+                raise ValueError(f"zipped axes of unequal length: { {k: len(v) for k, v in axes.items()} }")
+            return [dict(zip(keys, values)) for values in zip(*(axes[k] for k in keys))]
+        return [dict(zip(keys, values)) for values in itertools.product(*(axes[k] for k in keys))]
 
 
 GRIDS: dict[str, Grid] = {
-    "encoder": Grid("vision encoder of the I2I prior (Fig. 9)",
-                    {"vision_encoder.name": ["dino", "mocov3", "clip"]}, "evaluate-i2i"),
+    "encoder": Grid("vision encoder of the I2I prior, each with its own weights (Fig. 9)",
+                    {"vision_encoder.name": ["dino", "mocov3", "clip"],
+                     "vision_encoder.pretrained": [None, None, None]},  # tiny: random encoders
+                    "evaluate-i2i", zipped=True,
+                    per_profile={"paper": {"vision_encoder.pretrained": [
+                        "facebook/dino-vitb16", "models/encoders/mocov3-vit-b-300ep.pth.tar", "ViT-B-16:openai"]}}),
     "tokens": Grid("condition tokens: [CLS], patches, all, CLS + top-k patches (Fig. 10)",
                    {"vision_encoder.tokens": ["cls", "patch", "all", "topk"]}, "evaluate-i2i"),
     "data-scale": Grid("I2I data scale (Fig. 11): the first N cached samples",
@@ -54,7 +65,7 @@ GRIDS: dict[str, Grid] = {
 
 
 def _name(grid: str, point: dict) -> str:
-    tail = "-".join(f"{k.split('.')[-1]}={v}" for k, v in point.items())
+    tail = "-".join(f"{k.split('.')[-1]}={v}" for k, v in point.items() if k != "vision_encoder.pretrained")
     return f"{grid}-{tail}".replace("_", "").replace("=", "-").replace(".", "p")
 
 
@@ -65,10 +76,10 @@ def queue_commands(grid: str, profile: str, overrides: dict[str, object] | None 
         raise KeyError(f"unknown grid {grid!r}; known: {sorted(GRIDS)}")
     g = GRIDS[grid]
     commands = []
-    for point in g.points():
+    for point in g.points(profile):
         cmd = ["dvc", "exp", "run", "--queue", "-n", _name(grid, point)]
         for key, value in {**(overrides or {}), **point}.items():
-            cmd += ["-S", f"profiles.{profile}.{key}={value}"]
+            cmd += ["-S", f"profiles.{profile}.{key}={'null' if value is None else value}"]
         commands.append(cmd + [g.target])
     return commands
 

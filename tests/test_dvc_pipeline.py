@@ -121,10 +121,14 @@ def test_metrics_plots_and_report(project):
     nvs = json.loads((root / "metrics/nvs.json").read_text())
     assert set(nvs) >= {"elevation_0", "elevation_30"} and nvs["prior"] == "i2i"
     assert nvs["elevation_0"]["views"] == 2 * 15 and nvs["elevation_30"]["views"] == 2 * 16
-    t2i = json.loads((root / "metrics/t2i.json").read_text())
+    t2i = json.loads((root / "metrics/t2i.json").read_text())["coco30k"]  # held-out COCO-layout stand-in
     assert {"fid", "kid", "clip_score", "alignment"} <= set(t2i)
+    assert t2i["samples"] == 12 and t2i["stand_in"] and "heldout/coco" in t2i["reference"]
+    assert set(t2i["alignment"]) == {"count", "colour", "position", "shape", "overall"}
+    i2i = json.loads((root / "metrics/i2i.json").read_text())["imagenet"]  # held-out ImageNet-val stand-in
+    assert i2i["samples"] == 12 and i2i["stand_in"] and "heldout/imagenet" in i2i["reference"]
     i2v = json.loads((root / "metrics/i2v.json").read_text())
-    assert {"fvd", "kvd", "pic"} <= set(i2v["mini-world"])
+    assert {"fvd", "kvd", "pic"} <= set(i2v["webvid"])  # stored under the set read (not held out yet)
     shown = json.loads(subprocess.run(["dvc", "metrics", "show", "--json"], cwd=root, env=env,
                                       capture_output=True, text=True, check=True).stdout)
     files = {f for run in shown.values() for f in run.get("data", {})}
@@ -134,6 +138,7 @@ def test_metrics_plots_and_report(project):
     assert "models/nvs/dvclive/plots/metrics" in html and "models/t2i/dvclive/plots/metrics" in html
     report = (root / "reports/report.html").read_text()
     assert "data:image/png;base64" in report and "elevation" in report.lower()
+    assert "MS-COCO FID-30K (Table 2) [mini-world stand-in]" in report
 
 
 def test_queued_ablation_grid_runs_and_compares(project):
@@ -153,7 +158,7 @@ def test_queued_ablation_grid_runs_and_compares(project):
         rev = e["revs"][0]
         data = rev["data"]
         cfg = data["params"]["params.yaml"]["data"]["profiles"]["tiny"]["diffusion"]["cfg_scale"]
-        runs[cfg] = data["metrics"]["metrics/i2i.json"]["data"]["fid"]
+        runs[cfg] = data["metrics"]["metrics/i2i.json"]["data"]["imagenet"]["fid"]
     assert sorted(runs) == [1.0, 2.0, 4.5, 7.0]
     assert len(set(runs.values())) == 4  # the guidance scale changed every run's samples
 

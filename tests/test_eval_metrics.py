@@ -12,9 +12,10 @@ import yaml
 from PIL import Image
 
 from lumos.config import ConfigError, parse_params
-from lumos.demo.scenes import encode, render, sample_scene
+from lumos.demo.scenes import COLOURS, encode, render, sample_scene
 from lumos.eval import (
     ClipScorer,
+    alignment_score,
     alignment_scores,
     clip_score,
     fid_kid,
@@ -30,6 +31,7 @@ from lumos.eval import (
     video_extractor,
     video_metrics,
 )
+from lumos.eval.alignment import TAGS
 from lumos.eval.features import InceptionFeatures, extract_features
 
 from conftest import ROOT
@@ -185,19 +187,61 @@ def test_alignment_of_rendered_scenes_is_exact(scenes_and_images):
     scenes, images = scenes_and_images
     r = alignment_scores(images, scenes)
     assert r["n"] == 40
-    assert r["count"] == r["colour"] == r["position"] == r["overall"] == r["exact"] == 1.0
-    small = alignment_scores([im.convert("RGB").resize((96, 96)) for im in images], scenes)
-    assert small["overall"] > 0.98  # a T2I sample's size
+    assert {k: r[k] for k in TAGS} == dict.fromkeys(TAGS, 1.0)
+    found = r["per_image"][0]["objects"]
+    named = scenes[0]["shapes"]
+    assert sorted((o["row"], o["col"], o["colour"], o["kind"]) for o in found) == \
+        sorted((s["row"], s["col"], s["colour"], s["kind"]) for s in named)
 
 
-def test_alignment_wrong_scene_scores_lower_and_blank_zero(scenes_and_images):
+def test_alignment_of_square_scenes_at_a_t2i_sample_size_is_exact():
+    """Held-out T2I scenes are square; a 64 px sample of one still shows every shape's kind."""
+    scenes = [sample_scene(np.random.default_rng([1, i]), 64, 64, 4) for i in range(40)]
+    r = alignment_scores([render(s) for s in scenes], scenes)
+    assert r["overall"] == 1.0
+
+
+def _palette_blocks(rng, n, side=64):
+    palette = np.array(list(COLOURS.values()), dtype=np.uint8)
+    return Image.fromarray(palette[rng.integers(0, len(palette), (n, n))]).resize((side, side), Image.NEAREST)
+
+
+@pytest.mark.parametrize("junk", ["noise", "blocks", "flat_grey", "flat_red", "swapped_captions"])
+def test_alignment_of_junk_is_near_zero(scenes_and_images, junk):
+    """GenEval counts only exactly what the prompt names: junk scores ~0 on every tag."""
     scenes, images = scenes_and_images
-    wrong = alignment_scores(images, scenes[1:] + scenes[:1])
-    assert wrong["position"] < 0.3 and wrong["overall"] < 0.5
-    blank = alignment_scores([Image.new("RGB", (320, 240), (128, 128, 128))] * 40, scenes)
-    assert blank["overall"] == 0.0 and blank["exact"] == 0.0
+    rng = np.random.default_rng(7)
+    shown = {
+        "noise": lambda: [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in scenes],
+        "blocks": lambda: [_palette_blocks(rng, int(rng.integers(2, 9))) for _ in scenes],
+        "flat_grey": lambda: [Image.new("RGB", (64, 64), (128, 128, 128))] * len(scenes),
+        "flat_red": lambda: [Image.new("RGB", (64, 64), COLOURS["red"])] * len(scenes),
+        "swapped_captions": lambda: images,
+    }[junk]()
+    captions = scenes[1:] + scenes[:1] if junk == "swapped_captions" else scenes
+    r = alignment_scores(shown, captions)
+    assert r["overall"] <= 0.025
+    for tag in ("colour", "position", "shape"):
+        assert r[tag] <= 0.05, (tag, r[tag])
+    assert r["count"] <= 0.35  # 1-4 shapes: a swapped caption's count is right by chance ~1/4
+
+
+def test_alignment_extra_object_or_wrong_shape_fails_the_tag():
+    """Exactly what is named and nothing more: one extra shape, or one shape's kind changed."""
+    from dataclasses import replace
+
+    from lumos.demo.scenes import Shape
+    scene = sample_scene(np.random.default_rng([3, 1]), 300, 300, 1)
+    s0 = scene.shapes[0]
+    free = next(c for c in range(9) if c != s0.row * 3 + s0.col)
+    extra = replace(scene, shapes=(s0, Shape("square", s0.colour, "medium", free // 3, free % 3)))
+    r = alignment_score(render(extra), scene)
+    assert r["count"] == r["colour"] == r["position"] == r["overall"] == 0.0
+    other_kind = next(k for k in ("circle", "square", "triangle", "diamond", "ellipse") if k != s0.kind)
+    r = alignment_score(render(replace(scene, shapes=(replace(s0, kind=other_kind),))), scene)
+    assert (r["count"], r["colour"], r["position"], r["shape"], r["overall"]) == (1.0, 1.0, 1.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="scenes"):
-        alignment_scores(images[:2], scenes[:3])
+        alignment_scores([render(scene)] * 2, [scene] * 3)
 
 
 # --------------------------------------------------------------------------- the eval params section

@@ -12,6 +12,7 @@ Output layout (under ``datasets/mini-world`` by default, written atomically)::
 
     clips/, webvid.csv, clips.parquet   the video part (demo/clips.py)
     objects/, objects.json, objects.parquet   the 3D part (demo/meshes.py)
+    heldout/                            benchmark-layout test sets no training stage reads (demo/heldout.py)
 
 Each row draws from its own seeded stream, so the world is a pure function of the params.
 Parts are registered in ``PARTS``.
@@ -223,8 +224,16 @@ def build_mesh_part(cfg: MiniWorld, root: Path, rows: _Rows) -> None:
     (root / "objects.json").write_text(json.dumps(listing, indent=1))
 
 
+def build_heldout_part(cfg: MiniWorld, root: Path, rows: _Rows) -> None:
+    """The held-out test sets in the benchmarks' layouts, read only by evaluation (demo/heldout.py)."""
+    from lumos.demo.heldout import build_heldout
+
+    build_heldout(root / "heldout", cfg.heldout, cfg.seed, cfg.min_side, cfg.max_side, cfg.max_shapes)
+
+
 PARTS: dict[str, Callable[[MiniWorld, Path, _Rows], None]] = {
     "images": build_images, "clips": build_clip_part, "meshes": build_mesh_part}
+PARTS["heldout"] = build_heldout_part
 
 
 def build_mini_world(cfg: MiniWorld, out_dir: Path | str | None = None) -> dict:

@@ -10,7 +10,7 @@ FID, KID (Inception features)          ``fid_kid``                              
 CLIP score                             ``ClipScorer``, ``clip_score``                  Fig. 2a
 PSNR, SSIM, LPIPS per elevation (GSO)  ``nvs_metrics`` (``psnr``, ``ssim``, ``lpips``)  Table 4, Fig. 5
 FVD, KVD (I3D features), PIC           ``video_metrics`` (``fvd_kvd``, ``pic``)        Table 5
-mini-world count/colour/position       ``alignment_scores``                            beyond the paper
+mini-world count/colour/position/shape ``alignment_scores``                            beyond the paper
                                                                                        (GenEval-like,
                                                                                        Table 3)
 =====================================  ==============================================  ====================
@@ -24,7 +24,7 @@ weights paths and the protocols (COCO-30K, ImageNet, UCF-101, MSR-VTT); for exam
     fid_kid(samples, reference, ext, resolution=cfg.images["coco30k"].resolution)
 """
 
-from lumos.eval.alignment import alignment_score, alignment_scores, detect_cells
+from lumos.eval.alignment import alignment_score, alignment_scores, detect_objects
 from lumos.eval.features import extract_features, image_extractor, video_extractor
 from lumos.eval.image_metrics import (
     ClipScorer,
@@ -42,7 +42,7 @@ from lumos.eval.image_metrics import (
 from lumos.eval.video_metrics import fvd_kvd, pic, video_metrics
 
 __all__ = [
-    "ClipScorer", "alignment_score", "alignment_scores", "clip_score", "detect_cells",
+    "ClipScorer", "alignment_score", "alignment_scores", "clip_score", "detect_objects",
     "extract_features", "fid_kid", "frechet_kernel_distances", "fvd_kvd", "gso_views",
     "image_extractor", "lpips", "lpips_model", "nvs_metrics", "pic", "psnr", "ssim", "to_uint8",
     "video_extractor", "video_metrics",

@@ -10,19 +10,23 @@ from dataclasses import dataclass, field
 from lumos.report.collect import MetricRun
 
 TITLES = {
-    "i2i": "I2I prior: image-to-image generation (cf. Table 1)",
-    "t2i": "Text-to-image: fidelity and text-image alignment (cf. Tables 2-3)",
-    "nvs": "Novel view synthesis: I2I vs T2I prior vs none (cf. Table 4)",
-    "i2v": "Image-to-video: I2I vs T2I prior vs none (cf. Table 5)",
+    "i2i": "Table 1: I2I prior, FID on ImageNet-1K val",
+    "t2i": "Table 2: T2I FID-30K on MS-COCO; Table 3: text-image alignment (strict, GenEval-like)",
+    "nvs": "Table 4: novel view synthesis per elevation, I2I vs T2I prior vs none",
+    "i2v": "Table 5: image-to-video FVD/KVD/PIC, I2I vs T2I prior vs none",
 }
 METRICS = {"fid": "FID", "kid": "KID", "clip_score": "CLIP score", "psnr": "PSNR", "ssim": "SSIM",
            "lpips": "LPIPS", "fvd": "FVD", "kvd": "KVD", "pic": "PIC", "count": "Counting",
-           "colour": "Colour", "color": "Colour", "position": "Position", "overall": "Overall",
+           "colour": "Colour", "color": "Colour", "position": "Position", "shape": "Shape", "overall": "Overall",
+           "samples": "Samples",
            "loss": "Loss", "is": "IS"}
 GROUPS = {"ucf101": "UCF-101", "msrvtt": "MSR-VTT", "alignment": "Alignment (GenEval-style)",
-          "mscoco": "MS-COCO", "coco": "MS-COCO", "imagenet": "ImageNet-1K", "gso": "GSO"}
+          "mscoco": "MS-COCO", "coco": "MS-COCO", "imagenet": "ImageNet-1K val (Table 1)",
+          "coco30k": "MS-COCO FID-30K (Table 2)", "gso": "GSO", "webvid": "WebVid training clips"}
+PROVENANCE = {"protocol", "reference", "stand_in"}  # shown in the group header, not as columns
+STAND_IN = " [mini-world stand-in]"
 LOWER = {"fid", "kid", "lpips", "fvd", "kvd", "loss", "mse"}
-HIGHER = {"psnr", "ssim", "pic", "clip_score", "count", "colour", "color", "position", "overall",
+HIGHER = {"psnr", "ssim", "pic", "clip_score", "count", "colour", "color", "position", "shape", "overall",
           "accuracy", "is", "precision", "recall"}
 PRIORS = {"none": "w/o prior", "i2i": "w I2I prior", "t2i": "w T2I prior"}
 
@@ -98,8 +102,14 @@ def flatten(d: dict, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...]
     return out
 
 
+def _stand_ins(runs: list[MetricRun]) -> set[tuple[str, ...]]:
+    """Groups (benchmark keys) whose reference is the mini-world's stand-in in some run."""
+    return {path[:-1] for r in runs for path, v in flatten(r.values) if path[-1] == "stand_in" and v is True}
+
+
 def build_table(task: str, runs: list[MetricRun]) -> Table:
-    flat = [dict(flatten(r.values)) for r in runs]
+    stand_ins = _stand_ins(runs)
+    flat = [{p: v for p, v in flatten(r.values) if p[-1] not in PROVENANCE} for r in runs]
     order: dict[tuple[str, ...], list[str]] = {}  # group -> metric keys, first-seen order
     for f in flat:
         for path in f:
@@ -114,7 +124,9 @@ def build_table(task: str, runs: list[MetricRun]) -> Table:
             arrow = "↓" if low in LOWER else "↑" if low in HIGHER else ""
             columns.append(Column(g, k, METRICS.get(low, k), arrow))
     table = Table(task, TITLES.get(task, f"{task}: metrics"),
-                  [(" / ".join(group_label(p) for p in g), len(order[g])) for g in groups], columns)
+                  [(" / ".join(group_label(p) for p in g)
+                    + (STAND_IN if any(g[:len(s)] == s for s in stand_ins) else ""), len(order[g]))
+                   for g in groups], columns)
     main_path = f"metrics/{task}.json"
     for run, f in zip(runs, flat):
         cells = [Cell(fmt(f[c.group + (c.key,)]), f[c.group + (c.key,)]) if c.group + (c.key,) in f

@@ -1,0 +1,85 @@
+"""Held-out test sets (issue 17): benchmark layouts read by the real readers, disjoint from
+every training index of the mini-world, and a pure function of the seed."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from lumos.demo import build_mini_world
+from lumos.demo.heldout import WNIDS
+from lumos.eval.alignment import alignment_scores
+from lumos.video.webvid import read_msrvtt, read_ucf101
+
+
+@pytest.fixture(scope="module")
+def world(params, tmp_path_factory):
+    cfg = params.active.mini_world.model_copy(update={"n_images": 60, "clips": 8, "meshes": 3, "heldout": 4})
+    root = tmp_path_factory.mktemp("heldout") / "mw"
+    build_mini_world(cfg, root)
+    return root
+
+
+def test_heldout_sets_have_the_benchmarks_layouts(world):
+    h = world / "heldout"
+    coco = json.loads((h / "coco/annotations/captions_val2014.json").read_text())
+    assert len(coco["images"]) == len(coco["annotations"]) == 4
+    for im in coco["images"]:
+        assert im["file_name"].startswith("COCO_val2014_")
+        assert Image.open(h / "coco/val2014" / im["file_name"]).size == (im["width"], im["height"])
+    assert {p.parent.name for p in (h / "imagenet/val").glob("*/ILSVRC2012_val_*.JPEG")} <= set(WNIDS.values())
+    for obj in (h / "gso").iterdir():
+        assert (obj / "meshes/model.obj").is_file() and (obj / "materials/textures/texture.png").is_file()
+        assert "map_Kd ../materials/textures/texture.png" in (obj / "meshes/model.mtl").read_text()
+    ucf = read_ucf101(h / "ucf101")
+    msr = read_msrvtt(h / "msrvtt/annotation/MSR_VTT.json", h / "msrvtt/videos/all")
+    assert len(ucf) == len(msr) == 4
+    assert all(r.caption.startswith("move ") for r in ucf)
+
+
+def test_heldout_items_are_in_no_training_index(world):
+    """No evaluated prompt, image key, object or clip appears where a training stage reads."""
+    h = json.loads((world / "heldout/manifest.json").read_text())
+    train_texts = set(pq.read_table(world / "metadata.parquet").column("TEXT").to_pylist())
+    train_captions = set(pq.read_table(world / "scenes.parquet").column("caption").to_pylist())
+    train_keys = {p.stem for p in (world / "images").iterdir()}
+    with open(world / "webvid.csv", newline="") as f:
+        clips = list(csv.DictReader(f))
+    train_clip_names, train_clip_ids = {r["name"] for r in clips}, {r["videoid"] for r in clips}
+    train_objects = set(json.loads((world / "objects.json").read_text()))
+    assert h["coco_captions"] and not set(h["coco_captions"]) & (train_texts | train_captions)
+    assert not set(h["imagenet_keys"]) & train_keys
+    assert not set(h["msrvtt_captions"]) & train_clip_names
+    assert not set(h["ucf101_keys"]) & train_clip_ids
+    assert not set(h["gso_objects"]) & train_objects
+    assert all(not p.is_relative_to(world / "heldout") for p in (world / "images").rglob("*"))
+
+
+def test_heldout_coco_scenes_score_exactly_and_depend_on_the_seed(world, params, tmp_path):
+    h = world / "heldout/coco"
+    coco = json.loads((h / "annotations/captions_val2014.json").read_text())
+    scenes = json.loads((h / "annotations/mini_world_scenes.json").read_text())
+    images = [Image.open(h / "val2014" / im["file_name"]).resize((64, 64)) for im in coco["images"]]
+    r = alignment_scores(images, [scenes[str(im["id"])] for im in coco["images"]])
+    assert r["overall"] == 1.0  # the stand-in's own images, at the T2I sample size
+    from lumos.demo.heldout import build_heldout
+    other = build_heldout(tmp_path / "s1", n=4, seed=1)
+    assert other["coco_captions"] != json.loads((world / "heldout/manifest.json").read_text())["coco_captions"]
+
+
+def test_report_marks_the_stand_in_and_hides_provenance_columns():
+    from lumos.eval.references import benchmark
+    from lumos.report.collect import MetricRun
+    from lumos.report.tables import build_table
+
+    stand_in = benchmark("datasets/mini-world/heldout/coco/val2014", 12, "Table 2", fid=40.0)
+    real = benchmark("data/coco2014/val2014", 30000, "Table 2", fid=9.0)
+    t = build_table("t2i", [MetricRun("metrics/t2i.json", "i2i", {"coco30k": stand_in})])
+    assert t.groups == [("MS-COCO FID-30K (Table 2) [mini-world stand-in]", 2)]
+    assert [c.key for c in t.columns] == ["fid", "samples"]
+    t = build_table("t2i", [MetricRun("metrics/t2i.json", "i2i", {"coco30k": real})])
+    assert t.groups == [("MS-COCO FID-30K (Table 2)", 2)]
