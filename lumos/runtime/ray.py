@@ -124,7 +124,9 @@ def ensure_ray(cfg: RaySettings) -> str:
     if address:
         ray.init(address=address, **common)
         return f"joined {address}"
-    ray.init(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, _node_ip_address="127.0.0.1", **common)
+    # "local", not None: Ray would otherwise join whatever `ray start` last ran on this machine
+    ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
+             _node_ip_address="127.0.0.1", **common)
     return "local"
 
 

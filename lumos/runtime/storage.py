@@ -34,6 +34,12 @@ def normalize(location: Path | str) -> str:
     return s if "://" in s else str(Path(s).resolve())
 
 
+def register_duckdb(con, location: Path | str) -> None:
+    """Let DuckDB read ``location``'s scheme through fsspec (s3://, gs://...); local: nothing."""
+    if "://" in normalize(location):
+        con.register_filesystem(fs_and_path(location)[0])
+
+
 def fs_and_path(location: Path | str) -> tuple[fsspec.AbstractFileSystem, str]:
     return url_to_fs(str(location))
 
