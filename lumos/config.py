@@ -494,13 +494,14 @@ class RaySettings(Section):
 class Storage(Section):
     """Where stage outputs live: a local folder or any fsspec URL (s3://bucket/prefix, gs://...).
 
-    Remote roots are read and written through fsspec (s3fs for s3://); each shard is written
+    Remote roots are read and written through fsspec (s3fs for s3://), with credentials and
+    endpoint from the environment (AWS_*, FSSPEC_S3='{"client_kwargs": {"endpoint_url": ...}}'),
+    forwarded to Ray workers. select/, keep/ and the catalog stay local. Each shard is written
     whole to a temporary name and then moved into place, so no half-written shard is read.
     """
 
     curation: str = "datasets/curation"  # select/, download/ (img2dataset shards), scores/, keep/
-    features: str = "datasets/features"  # i2i/ (and the other feature caches)
-    options: dict[str, Any] = {}  # fsspec storage options, e.g. {client_kwargs: {endpoint_url: ...}}
+    features: str = "datasets/features"  # i2i/ (features-i2i's cache)
 
 
 class Profile(Section):

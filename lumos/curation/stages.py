@@ -79,4 +79,5 @@ def run_catalog(catalog: Path = DEFAULT_CATALOG) -> list[dict]:
     return funnel
 
 
+SHARDED = {"score"}  # stages that fan shards out to Ray and report each one
 STAGES = {"select": run_select, "download": run_download, "score": run_score, "keep": run_keep}

@@ -29,6 +29,7 @@ from typing import Any
 
 from lumos.config import RaySettings
 from lumos.io import atomic_write_text
+from lumos.runtime.storage import forwarded_env
 
 ADDRESS_FILE = Path(os.environ.get("LUMOS_RAY_ADDRESS_FILE", ".lumos/ray.json"))
 # Retried in place (besides a dead worker, which Ray retries by itself): transient I/O faults.
@@ -163,9 +164,12 @@ def map_shards(worker_cls: type, init_args: tuple, jobs: Iterable[Any], cfg: Ray
         return []
     ensure_ray(cfg)
     n = min(len(jobs), workers or worker_slots(cfg, gpus_per_task))
-    actor = ray.remote(worker_cls).options(
-        num_cpus=cfg.cpus_per_task, num_gpus=gpus_per_task, max_restarts=cfg.max_retries,
-        max_task_retries=cfg.max_retries)
+    options = {"num_cpus": cfg.cpus_per_task, "num_gpus": gpus_per_task,
+               "max_restarts": cfg.max_retries, "max_task_retries": cfg.max_retries}
+    env = forwarded_env()
+    if env:  # storage credentials/endpoints of this process (s3://...) for workers started earlier
+        options["runtime_env"] = {"env_vars": env}
+    actor = ray.remote(worker_cls).options(**options)
     actors = [actor.remote(*init_args) for _ in range(n)]
     results = []
     try:
