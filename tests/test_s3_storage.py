@@ -23,7 +23,7 @@ from lumos.demo import build_mini_world, serve_mini_world
 from lumos.runtime import storage
 from lumos.tasks.i2i_stages import build_encoders
 
-from tests.conftest import free_port
+from conftest import free_port
 
 BUCKET = "lumos-test"
 

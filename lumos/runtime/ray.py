@@ -31,6 +31,7 @@ from lumos.config import RaySettings
 from lumos.io import atomic_write_text
 from lumos.runtime.storage import forwarded_env
 
+_HEADS: dict[int, subprocess.Popen] = {}  # heads started by this process
 ADDRESS_FILE = Path(os.environ.get("LUMOS_RAY_ADDRESS_FILE", ".lumos/ray.json"))
 # Retried in place (besides a dead worker, which Ray retries by itself): transient I/O faults.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
@@ -73,6 +74,7 @@ def start_local_ray(num_cpus: int | None = None, num_gpus: int | None = None,
     address_file.parent.mkdir(parents=True, exist_ok=True)
     log = open(address_file.with_suffix(".log"), "ab")  # noqa: SIM115 - the head's own output
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    _HEADS[proc.pid] = proc  # reaped by stop_local_ray when it runs in this process
     try:
         _wait_port(port, timeout_s)
     except TimeoutError:
@@ -100,18 +102,24 @@ def stop_local_ray(address_file: Path | str = ADDRESS_FILE, timeout_s: float = 3
         pid = json.loads(address_file.read_text())["pid"]
     except (FileNotFoundError, json.JSONDecodeError, KeyError):
         return False
-    stopped = False
     try:
-        os.killpg(pid, signal.SIGTERM)  # `ray start --block` stops its raylet and GCS on SIGTERM
-        deadline = time.monotonic() + timeout_s
+        os.killpg(pid, signal.SIGTERM)  # the head, its raylet and GCS: one process group
+    except ProcessLookupError:
+        address_file.unlink(missing_ok=True)
+        return False
+    head = _HEADS.pop(pid, None)
+    deadline = time.monotonic() + timeout_s
+    try:
+        if head is not None:
+            head.wait(timeout_s)  # reap it: a zombie leader would keep the group "alive"
         while time.monotonic() < deadline:
             os.killpg(pid, 0)
             time.sleep(0.2)
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        stopped = True
+        os.killpg(pid, signal.SIGKILL)  # still there after timeout_s
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
     address_file.unlink(missing_ok=True)
-    return stopped or True
+    return True
 
 
 def ensure_ray(cfg: RaySettings) -> str:
