@@ -36,8 +36,14 @@ def normalize(location: Path | str) -> str:
 
 def register_duckdb(con, location: Path | str) -> None:
     """Let DuckDB read ``location``'s scheme through fsspec (s3://, gs://...); local: nothing."""
+    import duckdb
+
     if "://" in normalize(location):
-        con.register_filesystem(fs_and_path(location)[0])
+        try:
+            con.register_filesystem(fs_and_path(location)[0])
+        except duckdb.InvalidInputException as err:  # this connection already reads that scheme
+            if "already been registered" not in str(err):
+                raise
 
 
 def fs_and_path(location: Path | str) -> tuple[fsspec.AbstractFileSystem, str]:

@@ -21,7 +21,7 @@ from lumos.tasks.i2i import I2ITask
 from lumos.tasks.runs import fit, write_summary
 from lumos.train.loop import RunSpec, latest_checkpoint
 
-FEATURES = Path("datasets/features/i2i")
+FEATURES = Path("datasets/features/i2i")  # the default of storage.features + /i2i
 MODELS = Path("models/i2i")
 SAMPLES = Path("samples/i2i")
 
@@ -56,9 +56,10 @@ def run_spec(profile: Profile) -> RunSpec:
                    log_every=t.log_every)
 
 
-def run_train(profile: Profile, features: Path = FEATURES, out: Path = MODELS,
+def run_train(profile: Profile, features: Path | None = None, out: Path = MODELS,
               stop_after: int | None = None) -> dict:
-    data = FeatureShards(features).limit(profile.train.max_samples)
+    # storage.features/i2i (a local folder: the feature reader opens files by name)
+    data = FeatureShards(features or features_location(profile)).limit(profile.train.max_samples)
     task = I2ITask(data, profile.model.variant, profile.model.condition_dropout,
                    GaussianDiffusion(profile.diffusion.train_steps),
                    profile.train.gradient_checkpointing)
