@@ -16,7 +16,6 @@ from pathlib import Path
 import duckdb
 import psutil
 import pyarrow.parquet as pq
-import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
