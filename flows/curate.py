@@ -13,6 +13,7 @@ import argparse
 from lumos.config import DEFAULT_PARAMS, load_params
 from lumos.curation import stages
 from lumos.demo import DEFAULT_OUT as MINI_WORLD_DIR
+from flows._progress import shard_progress, transient_only
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (create_markdown_artifact, create_progress_artifact,
                                create_table_artifact, update_progress_artifact)
@@ -20,10 +21,15 @@ from prefect.artifacts import (create_markdown_artifact, create_progress_artifac
 from flows.mini_world import mini_world_flow
 
 
-@task(task_run_name="{stage}:{source_name}")
+@task(task_run_name="{stage}:{source_name}", retries=2, retry_delay_seconds=5,
+      retry_condition_fn=transient_only)
 def run_stage(stage: str, source_name: str, params: str) -> dict:
     profile = load_params(params).active
-    result = stages.STAGES[stage](profile, stages.sources(profile, [source_name])[0])
+    source = stages.sources(profile, [source_name])[0]
+    if stage in stages.SHARDED:  # per-shard fan-out on Ray: progress per shard
+        result = stages.STAGES[stage](profile, source, on_shard=shard_progress(stage, source_name))
+    else:
+        result = stages.STAGES[stage](profile, source)
     get_run_logger().info("%s %s: %s", stage, source_name, result)
     return result
 

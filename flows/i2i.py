@@ -11,13 +11,15 @@ from lumos.config import DEFAULT_PARAMS, load_params
 from lumos.tasks import i2i_stages
 from lumos.train.launch import run_training_stage
 from flows._cli import run_from_command_line
+from flows._progress import shard_progress
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 
 @flow(name="features-i2i", log_prints=True)
 def features_flow(params: str = str(DEFAULT_PARAMS)) -> dict:
-    result = i2i_stages.run_features(load_params(params).active)
+    result = i2i_stages.run_features(load_params(params).active,
+                                     on_shard=shard_progress("features-i2i", "catalog"))
     get_run_logger().info("features-i2i: %s", result)
     return result
 

@@ -474,6 +474,49 @@ class Eval(Section):
     alignment: Alignment = Alignment()
 
 
+# --------------------------------------------------------------------------- scale-out
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class RaySettings(Section):
+    """Where per-shard stages run (lumos/runtime/ray.py, docs/scale-out.md).
+
+    ``address: null`` joins the local Ray that ``lumos server start`` started for the run (its
+    address file or RAY_ADDRESS), else starts one in this process with this machine's CPUs and
+    GPUs; ``auto`` or ``ray://head:10001`` joins an existing cluster: a cluster is a params change.
+    """
+
+    address: str | None = None
+    num_cpus: PosInt | None = None  # a Ray started here: CPUs it may use (None: all)
+    num_gpus: NonNegInt | None = None  # a Ray started here: GPUs it may use (None: all)
+    cpus_per_task: PosFloat = 1.0  # CPUs one shard task reserves (decode + CPU models)
+    gpus_per_task: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0  # per model task when GPUs exist
+    max_retries: NonNegInt = 3  # a shard task whose worker dies is run again (faults only)
+    decode_batch: PosInt = 64  # images decoded at once in a worker: memory ~ batch x workers
+
+    @field_validator("address")
+    @classmethod
+    def _known_address(cls, value: str | None) -> str | None:
+        if value is not None and value != "auto" and not (
+                value.startswith("ray://") or ":" in value):
+            raise ValueError(f"ray.address must be null, 'auto', 'ray://host:port' or "
+                             f"'host:port', got {value!r}")
+        return value
+
+
+class Storage(Section):
+    """Where stage outputs live: a local folder or any fsspec URL (s3://bucket/prefix, gs://...).
+
+    Remote roots are read and written through fsspec (s3fs for s3://), with credentials and
+    endpoint from the environment (AWS_*, FSSPEC_S3='{"client_kwargs": {"endpoint_url": ...}}'),
+    forwarded to Ray workers. select/, keep/ and the catalog stay local. Each shard is written
+    whole to a temporary name and then moved into place, so no half-written shard is read.
+    """
+
+    curation: str = "datasets/curation"  # select/, download/ (img2dataset shards), scores/, keep/
+    features: str = "datasets/features"  # i2i/ (features-i2i's cache)
+
+
 class Profile(Section):
     """Every stage's section for one scale of the platform."""
 
@@ -494,6 +537,9 @@ class Profile(Section):
     nvs: NVS
     i2v: I2V
     eval: Eval  # metrics (lumos/eval)
+    ray: RaySettings = RaySettings()  # where per-shard stages run (lumos/runtime/ray.py)
+    device: Device = "auto"  # model stages: auto takes the GPU when there is one
+    storage: Storage = Storage()  # output roots: local folders or fsspec URLs
 
 
 class Params(Section):

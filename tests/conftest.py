@@ -148,3 +148,17 @@ def project(point, view: dict, meta: dict) -> tuple[float, float]:
     focal = 0.5 * meta["resolution"] / np.tan(np.radians(meta["fov_deg"]) / 2)
     x, y, z = (np.array(view["w2c"]) @ np.append(point, 1.0))[:3]
     return focal * x / z + meta["resolution"] / 2, focal * y / z + meta["resolution"] / 2
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray with 2 CPUs on 127.0.0.1, started once per test session (ray.init ~3 s)."""
+    import ray
+
+    from lumos.config import RaySettings
+    from lumos.runtime.ray import ensure_ray
+
+    settings = RaySettings(num_cpus=2, num_gpus=0, max_retries=3, decode_batch=8)
+    ensure_ray(settings)
+    yield settings
+    ray.shutdown()

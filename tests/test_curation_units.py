@@ -152,7 +152,8 @@ def test_a_distributor_without_its_package_fails_before_downloading(tmp_path):
     from lumos.curation.download import check_distributor, download_source
 
     check_distributor("multiprocessing")  # always there
-    assert importlib.util.find_spec("ray") is None  # not in requirements.lock
-    with pytest.raises(RuntimeError, match="'ray' is not installed: pip install ray"):
-        download_source(tmp_path / "none.parquet", tmp_path / "out", Download(distributor="ray"))
+    check_distributor("ray")  # in requirements.lock (the scale-out engine)
+    assert importlib.util.find_spec("pyspark") is None  # not in requirements.lock
+    with pytest.raises(RuntimeError, match="'pyspark' is not installed: pip install pyspark"):
+        download_source(tmp_path / "none.parquet", tmp_path / "out", Download(distributor="pyspark"))
     assert not (tmp_path / "out").exists()  # nothing was started

@@ -1,6 +1,7 @@
 """Stage `download`: img2dataset fetches the selected URLs into WebDataset shards.
 
-img2dataset writes into ``<out>/shards/``, per shard, ``<n>.tar`` (the samples), ``<n>.parquet`` (every row with
+``out`` is a local folder or a bucket URL (img2dataset writes through fsspec; credentials and
+endpoint from the environment, lumos/runtime/storage.py). img2dataset writes into ``<out>/shards/``, per shard, ``<n>.tar`` (the samples), ``<n>.parquet`` (every row with
 ``status`` / ``error_message``) and ``<n>_stats.json`` (written last). Its ``incremental``
 mode skips shards whose stats exist, so a run killed at any point resumes where it stopped
 with no sample lost or duplicated. A fingerprint of the URL list and the settings guards the
@@ -14,13 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import duckdb
 
 from lumos.config import Download
-from lumos.io import atomic_write_text
+from lumos.runtime import storage
 
 FINGERPRINT = "fingerprint.json"
 
@@ -31,13 +31,14 @@ def _fingerprint(selected: Path, dl: Download) -> dict:
     return {"selected_sha256": digest, "settings": settings}
 
 
-def _prepare(out: Path, fingerprint: dict) -> None:
+def _prepare(out: str, fingerprint: dict) -> None:
     """Keep finished shards only when they came from the same URL list and settings."""
-    path = out / FINGERPRINT  # beside shards/: img2dataset reads every *.json in its folder
-    if out.exists() and (not path.exists() or json.loads(path.read_text()) != fingerprint):
-        shutil.rmtree(out)
-    (out / "shards").mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(fingerprint, indent=1, sort_keys=True) + "\n")
+    path = storage.join(out, FINGERPRINT)  # beside shards/: img2dataset reads every *.json in its folder
+    if storage.exists(out) and (not storage.exists(path) or json.loads(storage.read_bytes(path)) != fingerprint):
+        fs, root = storage.fs_and_path(out)
+        fs.rm(root, recursive=True)
+    storage.makedirs(storage.join(out, "shards"))
+    storage.write_bytes_atomic(path, (json.dumps(fingerprint, indent=1, sort_keys=True) + "\n").encode())
 
 
 # img2dataset's distributors and the package each needs; without it img2dataset's `ray` silently
@@ -60,7 +61,7 @@ def download_source(selected: Path | str, out_dir: Path | str, dl: Download) -> 
     check_distributor(dl.distributor)
     from img2dataset import download  # heavy import (albumentations, cv2): only when used
 
-    selected, out = Path(selected), Path(out_dir)
+    selected, out = Path(selected), storage.normalize(out_dir)  # out: a folder or a bucket URL
     _prepare(out, _fingerprint(selected, dl))
     n_rows = duckdb.sql(f"SELECT count(*) FROM read_parquet('{selected}')").fetchall()[0][0]
     if n_rows:
@@ -71,7 +72,7 @@ def download_source(selected: Path | str, out_dir: Path | str, dl: Download) -> 
             caption_col="caption",
             save_additional_columns=["uid", "source"],
             output_format="webdataset",
-            output_folder=str(out / "shards"),
+            output_folder=storage.join(out, "shards"),
             processes_count=dl.processes,
             thread_count=dl.threads,
             timeout=dl.timeout_s,
@@ -91,11 +92,13 @@ def download_source(selected: Path | str, out_dir: Path | str, dl: Download) -> 
 
 def download_status(out_dir: Path | str) -> dict:
     """Counts of img2dataset's per-sample ``status`` over the finished shards."""
-    shards = sorted(Path(out_dir).glob("shards/*_stats.json"))
+    shards = storage.glob(out_dir, "shards/*_stats.json")
     if not shards:
         return {"shards": 0, "status": {}}
     parquets = [str(p).replace("_stats.json", ".parquet") for p in shards]
-    rows = duckdb.sql(
+    con = duckdb.connect()
+    storage.register_duckdb(con, out_dir)
+    rows = con.sql(
         f"SELECT status, count(*) FROM read_parquet({parquets}) GROUP BY ALL ORDER BY ALL"
     ).fetchall()
     return {"shards": len(shards), "status": dict(rows)}

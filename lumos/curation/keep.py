@@ -14,6 +14,7 @@ import duckdb
 
 from lumos.config import KeepRules
 from lumos.io import atomic_write_text, copy_to_parquet
+from lumos.runtime import storage
 
 
 def near_duplicates(items: list[tuple[str, int]], max_distance: int) -> dict[str, str]:
@@ -47,18 +48,21 @@ def near_duplicates(items: list[tuple[str, int]], max_distance: int) -> dict[str
 def keep_source(selected: Path | str, download_dir: Path | str, scores_dir: Path | str,
                 out_dir: Path | str, rules: KeepRules) -> dict:
     """Join selection, download status and scores; write kept.parquet, rejects.parquet, stats.json."""
-    selected, download_dir, scores_dir, out = map(Path, (selected, download_dir, scores_dir, out_dir))
+    selected, out = Path(selected), Path(out_dir)
+    prefix = str(download_dir).rstrip("/").replace("'", "''")  # shard paths as given (relative stays relative)
+    download_dir, scores_dir = storage.normalize(download_dir), storage.normalize(scores_dir)  # or URLs
     out.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
-    shards = sorted(str(p) for p in (download_dir / "shards").glob("*.parquet"))
-    scores = sorted(str(p) for p in scores_dir.glob("*.parquet"))
+    storage.register_duckdb(con, download_dir)
+    storage.register_duckdb(con, scores_dir)
+    shards = storage.glob(download_dir, "shards/*.parquet")
+    scores = storage.glob(scores_dir, "*.parquet")
     empty_dl = "SELECT NULL::VARCHAR AS uid, NULL::VARCHAR AS key, NULL::VARCHAR AS status, NULL::VARCHAR AS error_message WHERE false"
     dl = f"SELECT uid, key, status, error_message FROM read_parquet({shards}, union_by_name = true)" if shards else empty_dl
     sc = (f"SELECT * FROM read_parquet({scores})" if scores else
           "SELECT NULL::VARCHAR AS key, NULL::VARCHAR AS shard, NULL::VARCHAR AS member, NULL::VARCHAR AS decode_error, "
           "NULL::BIGINT AS true_width, NULL::BIGINT AS true_height, NULL::UBIGINT AS phash, NULL::DOUBLE AS predicted_aesthetic WHERE false")
     aesthetic = "s.predicted_aesthetic" if rules.aesthetic_from == "predicted" else "sel.aesthetic"
-    prefix = str(download_dir).replace("'", "''")
     con.execute(f"""
         CREATE TEMP TABLE judged AS
         SELECT sel.uid, sel.source, sel.url, sel.caption, d.key,

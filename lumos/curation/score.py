@@ -1,6 +1,8 @@
 """Stage `score`: decode every downloaded image once and cache what the keep rules need.
 
-Per finished shard ``<n>.tar`` it writes ``<n>.parquet`` (key, uid, shard, member, decode
+Shards are streamed (local or fsspec URL), decoded in batches of ``ray.decode_batch`` images by
+the worker that scores them, and fan out to Ray actors (lumos/runtime/ray.py) when a ``ray``
+section is given. Per finished shard ``<n>.tar`` it writes ``<n>.parquet`` (key, uid, shard, member, decode
 error, true width/height, 64-bit pHash, predicted aesthetic) and ``<n>.json`` (what the scores
 depend on: the shard's bytes and the scorer). A shard is scored again only when one of those
 changes. Decoding is bounded: an image with more than ``max_pixels`` pixels is rejected from
@@ -12,17 +14,19 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import imagehash
 import pyarrow as pa
 import pyarrow.parquet as pq
-import webdataset as wds
 from PIL import Image, UnidentifiedImageError
 
-from lumos.config import ScoreSettings
+from lumos.config import RaySettings, ScoreSettings
 from lumos.curation.aesthetic import AestheticScorer, scorer_fingerprint
-from lumos.io import atomic_write_text
+from lumos.runtime import storage
+from lumos.runtime.ray import map_shards, model_gpus, run_local
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 SCORES_SCHEMA = pa.schema([
@@ -56,63 +60,122 @@ def decode_bounded(data: bytes, max_pixels: int) -> tuple[Image.Image | None, in
         return None, None, None, f"{type(err).__name__}: {err}"
 
 
-def _sha256(path: Path) -> str:
+def _sha256(location: str) -> str:
     h = hashlib.sha256()
-    with path.open("rb") as f:
+    fs, path = storage.fs_and_path(location)
+    with fs.open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 
 
-def score_shard(tar: Path, root: Path, settings: ScoreSettings, scorer: AestheticScorer) -> pa.Table:
+def _batches(items: Iterator, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def score_sample(sample: dict, shard: str, max_pixels: int) -> tuple[dict, Image.Image | None]:
+    """One sample's row (without the aesthetic) and its decoded image (None when it failed)."""
+    ext = next((e for e in IMAGE_EXTS if e in sample), None)
+    meta = json.loads(sample["json"]) if "json" in sample else {}
+    img, w, h, err = (decode_bounded(sample[ext], max_pixels) if ext
+                      else (None, None, None, "no image in sample"))
+    row = {"key": sample["__key__"], "uid": meta.get("uid"), "shard": shard,
+           "member": f"{sample['__key__']}.{ext}" if ext else None, "decode_error": err,
+           "true_width": w, "true_height": h,
+           "phash": int(str(imagehash.phash(img)), 16) if img is not None else None,
+           "predicted_aesthetic": None}
+    return row, img
+
+
+def score_shard(tar: str | Path, shard: str, settings: ScoreSettings, scorer: AestheticScorer,
+                batch: int = 64) -> pa.Table:
+    """Score one shard, streamed: at most ``batch`` decoded images are held at any time."""
     rows: list[dict] = []
-    decoded: list[tuple[int, Image.Image]] = []
-    for sample in wds.WebDataset(str(tar), shardshuffle=False, empty_check=False):
-        ext = next((e for e in IMAGE_EXTS if e in sample), None)
-        meta = json.loads(sample["json"]) if "json" in sample else {}
-        img, w, h, err = (decode_bounded(sample[ext], settings.max_pixels) if ext
-                          else (None, None, None, "no image in sample"))
-        rows.append({
-            "key": sample["__key__"], "uid": meta.get("uid"), "shard": str(tar.relative_to(root)),
-            "member": f"{sample['__key__']}.{ext}" if ext else None, "decode_error": err,
-            "true_width": w, "true_height": h,
-            "phash": int(str(imagehash.phash(img)), 16) if img is not None else None,
-            "predicted_aesthetic": None,
-        })
-        if img is not None:
-            decoded.append((len(rows) - 1, img))
-    for (i, _), score in zip(decoded, scorer([im for _, im in decoded])):
-        rows[i]["predicted_aesthetic"] = score
+    for samples in _batches(storage.iter_tar_samples(tar), batch):
+        scored = [score_sample(s, shard, settings.max_pixels) for s in samples]
+        decoded = [(row, img) for row, img in scored if img is not None]
+        for (row, _), score in zip(decoded, scorer([img for _, img in decoded])):
+            row["predicted_aesthetic"] = score
+        rows.extend(row for row, _ in scored)
     return pa.Table.from_pylist(rows, schema=SCORES_SCHEMA)
 
 
+@dataclass(frozen=True)
+class ScoreJob:
+    """One shard to score: where it is, its name relative to the download folder, the outputs."""
+
+    tar: str
+    shard: str
+    cache: str  # <n>.parquet
+    stamp: str  # <n>.json, written last: what the scores depend on
+
+
+class ScoreWorker:
+    """Scores shards one at a time (in a Ray actor or in-process); the scorer is built once."""
+
+    def __init__(self, settings: ScoreSettings, batch: int = 64, device: str = "auto",
+                 scorer: AestheticScorer | None = None) -> None:
+        self.settings, self.batch, self.device = settings, batch, device
+        self.fingerprint = scorer_fingerprint(settings.aesthetic)
+        self.scorer = scorer
+
+    def run(self, job: ScoreJob) -> str:
+        depends = {"shard_sha256": _sha256(job.tar), "max_pixels": self.settings.max_pixels,
+                   "scorer": self.fingerprint}
+        if (storage.exists(job.cache) and storage.exists(job.stamp)
+                and json.loads(storage.read_bytes(job.stamp)) == depends):
+            return "cached"
+        if self.scorer is None:  # built only when a shard needs it
+            from lumos.runtime.device import resolve_device
+
+            self.scorer = AestheticScorer(self.settings.aesthetic, resolve_device(self.device))
+        table = score_shard(job.tar, job.shard, self.settings, self.scorer, self.batch)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        storage.write_bytes_atomic(job.cache, sink.getvalue().to_pybytes())
+        storage.write_bytes_atomic(job.stamp, (json.dumps(depends, indent=1, sort_keys=True) + "\n").encode())
+        return "scored"
+
+
 def score_source(download_dir: Path | str, out_dir: Path | str, settings: ScoreSettings,
-                 scorer: AestheticScorer | None = None) -> dict:
-    """Score every finished shard of one source; cached shards are skipped."""
-    root, out = Path(download_dir), Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    finished = [p.with_name(p.name.replace("_stats.json", ".tar"))
-                for p in sorted((root / "shards").glob("*_stats.json"))]
-    counts = {"scored": 0, "cached": 0}
-    fingerprint = scorer_fingerprint(settings.aesthetic)
+                 scorer: AestheticScorer | None = None, ray: RaySettings | None = None,
+                 device: str = "auto", on_shard: Callable[[int, int, str], None] | None = None,
+                 decode_batch: int = 64) -> dict:
+    """Score every finished shard of one source (local folders or fsspec URLs); cached shards
+    are skipped. ``ray`` given: the shards fan out to Ray actors; None: in this process."""
+    download_dir, out_dir = storage.normalize(download_dir), storage.normalize(out_dir)
+    storage.makedirs(out_dir)
+    root = download_dir
+    finished = [p.replace("_stats.json", ".tar") for p in storage.glob(download_dir, "shards/*_stats.json")]
+    jobs = []
     for tar in finished:
-        cache, stamp = out / f"{tar.stem}.parquet", out / f"{tar.stem}.json"
-        depends = {"shard_sha256": _sha256(tar), "max_pixels": settings.max_pixels,
-                   "scorer": fingerprint}
-        if cache.exists() and stamp.exists() and json.loads(stamp.read_text()) == depends:
-            counts["cached"] += 1
-            continue
-        scorer = scorer or AestheticScorer(settings.aesthetic)  # built only when needed
-        table = score_shard(tar, root, settings, scorer)
-        tmp = cache.with_name(f".{cache.name}.tmp")
-        pq.write_table(table, tmp)
-        tmp.replace(cache)
-        atomic_write_text(stamp, json.dumps(depends, indent=1, sort_keys=True) + "\n")
-        counts["scored"] += 1
+        name = tar.rsplit("/", 1)[1].removesuffix(".tar")
+        jobs.append(ScoreJob(tar=tar, shard=_relative(tar, root), cache=storage.join(out_dir, f"{name}.parquet"),
+                             stamp=storage.join(out_dir, f"{name}.json")))
+    if ray is None:
+        outcomes = run_local(ScoreWorker, (settings, decode_batch, device, scorer), jobs, on_shard)
+    else:
+        outcomes = map_shards(ScoreWorker, (settings, decode_batch, device), jobs, ray,
+                              gpus_per_task=model_gpus(ray, device), on_done=on_shard)
+    counts = {"scored": outcomes.count("scored"), "cached": outcomes.count("cached")}
     # Shards that no longer exist must not leave stale scores behind.
-    names = {t.stem for t in finished}
-    for stale in out.glob("*.parquet"):
-        if stale.stem not in names:
-            stale.unlink()
-            stale.with_suffix(".json").unlink(missing_ok=True)
+    names = {j.cache for j in jobs}
+    for stale in storage.glob(out_dir, "*.parquet"):
+        if stale not in names:
+            storage.remove(stale)
+            storage.remove(stale.removesuffix(".parquet") + ".json")
     return counts
+
+
+def _relative(location: str, root: str) -> str:
+    """``location`` relative to ``root`` (both normalised by storage.normalize)."""
+    if not location.startswith(root + "/"):
+        raise ValueError(f"{location} is not inside {root}")
+    return location[len(root) + 1:]

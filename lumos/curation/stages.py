@@ -20,9 +20,15 @@ from lumos.demo import DEFAULT_OUT as MINI_WORLD_DIR
 from lumos.demo import serve_mini_world
 from lumos.io import atomic_write_text
 
-ROOT = Path("datasets/curation")
-SELECT, DOWNLOAD, SCORES, KEEP = (ROOT / d for d in ("select", "download", "scores", "keep"))
+ROOT = Path("datasets/curation")  # the default of params storage.curation
+SELECT, KEEP = ROOT / "select", ROOT / "keep"  # metadata tables: local (the catalog's views read them)
 FUNNEL = ROOT / "funnel.json"
+
+
+def shard_root(profile: Profile, stage: str) -> str:
+    """Where ``download`` (img2dataset's shards) and ``scores`` live: storage.curation/<stage>,
+    a local folder or a bucket URL (s3://...)."""
+    return f"{profile.storage.curation.rstrip('/')}/{stage}"
 
 
 def sources(profile: Profile, names: list[str] | None = None,
@@ -45,16 +51,22 @@ def run_download(profile: Profile, source: Source) -> dict:
               if source.serve_mini_world else nullcontext())
     with server:
         return download_source(SELECT / source.name / "selected.parquet",
-                               DOWNLOAD / source.name, profile.curation.download)
+                               f"{shard_root(profile, 'download')}/{source.name}", profile.curation.download)
 
 
-def run_score(profile: Profile, source: Source) -> dict:
-    return score_source(DOWNLOAD / source.name, SCORES / source.name, profile.curation.score)
+def run_score(profile: Profile, source: Source, on_shard=None) -> dict:
+    """Score on Ray (params ``ray``), on the params' device; ``on_shard(done, total, outcome)``."""
+    return score_source(f"{shard_root(profile, 'download')}/{source.name}",
+                        f"{shard_root(profile, 'scores')}/{source.name}", profile.curation.score,
+                        ray=profile.ray, device=profile.device, on_shard=on_shard,
+                        decode_batch=profile.ray.decode_batch)
 
 
 def run_keep(profile: Profile, source: Source) -> dict:
-    return keep_source(SELECT / source.name / "selected.parquet", DOWNLOAD / source.name,
-                       SCORES / source.name, KEEP / source.name, profile.curation.keep)
+    return keep_source(SELECT / source.name / "selected.parquet",
+                       f"{shard_root(profile, 'download')}/{source.name}",
+                       f"{shard_root(profile, 'scores')}/{source.name}", KEEP / source.name,
+                       profile.curation.keep)
 
 
 def run_catalog(catalog: Path = DEFAULT_CATALOG) -> list[dict]:
@@ -67,4 +79,5 @@ def run_catalog(catalog: Path = DEFAULT_CATALOG) -> list[dict]:
     return funnel
 
 
+SHARDED = {"score"}  # stages that fan shards out to Ray and report each one
 STAGES = {"select": run_select, "download": run_download, "score": run_score, "keep": run_keep}

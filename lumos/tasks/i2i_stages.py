@@ -7,9 +7,10 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
-from lumos.config import Profile
+from lumos.config import VAE, Profile, VisionEncoder
 from lumos.curation.catalog import DEFAULT_CATALOG, query
 from lumos.data.extract import extract_features, load_images
 from lumos.data.stream import FeatureStream
@@ -21,16 +22,31 @@ from lumos.tasks.i2i import I2ITask
 from lumos.tasks.runs import fit, write_summary
 from lumos.train.loop import RunSpec, latest_checkpoint
 
-FEATURES = Path("datasets/features/i2i")
+FEATURES = Path("datasets/features/i2i")  # the default of storage.features + /i2i
 MODELS = Path("models/i2i")
 SAMPLES = Path("samples/i2i")
 
 
-def run_features(profile: Profile, catalog: Path = DEFAULT_CATALOG, out: Path = FEATURES) -> dict:
+def build_encoders(vae: VAE, vision_encoder: VisionEncoder) -> tuple:
+    """(VAE, tau_img): what a features worker builds once (picklable through functools.partial)."""
+    return build_vae(vae), build_vision_encoder(vision_encoder)
+
+
+def features_location(profile: Profile) -> str:
+    """``storage.features``/i2i: the local default or a bucket URL."""
+    return f"{profile.storage.features.rstrip('/')}/i2i"
+
+
+def run_features(profile: Profile, catalog: Path = DEFAULT_CATALOG, out: Path | str | None = None,
+                 on_shard=None) -> dict:
+    """features-i2i on Ray (params ``ray``), on the params' device and features.precision."""
     fingerprint = {"vae": profile.vae.model_dump(), "vision_encoder": profile.vision_encoder.model_dump(),
                    "resolution": profile.train.resolution}
-    return extract_features(catalog, out, build_vae(profile.vae), build_vision_encoder(profile.vision_encoder),
-                            profile.train.resolution, profile.features.batch_size, fingerprint)
+    return extract_features(catalog, out or features_location(profile),
+                            partial(build_encoders, profile.vae, profile.vision_encoder),
+                            profile.train.resolution, profile.features.batch_size, fingerprint,
+                            device=profile.device, precision=profile.features.precision,
+                            ray=profile.ray, on_shard=on_shard)
 
 
 def run_spec(profile: Profile) -> RunSpec:
@@ -41,9 +57,10 @@ def run_spec(profile: Profile) -> RunSpec:
                    log_every=t.log_every, keep_last=t.keep_last, loader_workers=t.loader_workers)
 
 
-def run_train(profile: Profile, features: Path = FEATURES, out: Path = MODELS,
+def run_train(profile: Profile, features: Path | None = None, out: Path = MODELS,
               stop_after: int | None = None) -> dict:
-    data = FeatureStream(features, profile.train.max_samples)
+    # storage.features/i2i: a local folder or any fsspec URL, streamed per rank
+    data = FeatureStream(features or features_location(profile), profile.train.max_samples)
     task = I2ITask(data, profile.model.variant, profile.model.condition_dropout,
                    GaussianDiffusion(profile.diffusion.train_steps, profile.model.vlb_weight),
                    profile.train.gradient_checkpointing, architecture=backbone_args(profile.model))

@@ -1,0 +1,64 @@
+"""Benchmark: `score` + `features-i2i` on 2 local Ray workers against 1, on the same shards.
+
+Starts one local Ray (2 CPUs, 127.0.0.1) and times, for one worker slot (cpus_per_task 2) and
+two (cpus_per_task 1), scoring ``--shards`` shards and encoding them (tiny profile models),
+each into a fresh output folder; Ray's own start-up is excluded, actor start-up included.
+Target: >= 1.6x. Last line: ``RESULT speedup=<x>``. On a shared machine the figure is
+contended: other processes take the same cores.
+
+    python bench/ray_scaling.py                 # 4 shards x 64 images of 384 px
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scale_memory import tiny_build, tiny_settings, write_catalog, write_shard  # noqa: E402
+
+
+def run_stages(work: Path, out: Path, settings) -> float:
+    from lumos.curation.score import score_source
+    from lumos.data.extract import extract_features
+
+    start = time.perf_counter()
+    score_source(work / "download", out / "scores", tiny_settings(), ray=settings, decode_batch=16)
+    extract_features(work / "catalog.duckdb", out / "features", tiny_build(), 64, 16, {}, ray=settings)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shards", type=int, default=4)
+    ap.add_argument("--images", type=int, default=64)
+    ap.add_argument("--side", type=int, default=384)
+    args = ap.parse_args()
+    from lumos.config import RaySettings
+    from lumos.runtime.ray import ensure_ray
+
+    ensure_ray(RaySettings(num_cpus=2, num_gpus=0))
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for s in range(args.shards):
+            write_shard(work / "download", args.images, args.side, name=f"{s:05d}")
+        write_catalog(work, work / "download")
+        times = {}
+        for workers in (1, 2):
+            settings = RaySettings(num_cpus=2, num_gpus=0, cpus_per_task=2.0 / workers)
+            times[workers] = run_stages(work, work / f"out{workers}", settings)
+            print(f"{workers} Ray worker(s): {times[workers]:.1f} s for {args.shards} shards x "
+                  f"{args.images} images (score + features-i2i)", flush=True)
+    load = os.getloadavg()[0]
+    print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f} (shared: the figure is contended)")
+    print(f"RESULT speedup={times[1] / times[2]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

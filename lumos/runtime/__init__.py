@@ -1,0 +1,1 @@
+"""Where work runs: the Ray cluster per-shard stages fan out to, and the device models run on."""

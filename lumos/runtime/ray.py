@@ -1,0 +1,218 @@
+"""Ray as the engine of every per-shard stage: one code path for a laptop, the tests and a cluster.
+
+Where Ray comes from (params ``ray.address``):
+
+- ``null``: the local Ray that ``lumos server start`` started once for the run, beside the
+  Prefect server (:func:`start_local_ray` writes its address to :data:`ADDRESS_FILE`; RAY_ADDRESS
+  wins), else a Ray started in this process with this machine's CPUs and GPUs;
+- ``auto`` or ``ray://head:10001`` (or ``host:port``): an existing cluster.
+
+Stages fan out with :func:`map_shards`: one long-lived actor per worker slot holds the stage's
+models, each call handles one shard and writes its outputs itself (atomically), so only small
+summaries travel back. Shards are Ray tasks/actors rather than Ray Data: a stage is a handful to
+thousands of coarse shards, Ray Data costs 7-8 s fixed per job here (DESIGN 6), and a shard's
+output must be written whole, by the worker that decoded it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from lumos.config import RaySettings
+from lumos.io import atomic_write_text
+from lumos.runtime.storage import forwarded_env
+
+_HEADS: dict[int, subprocess.Popen] = {}  # heads started by this process
+ADDRESS_FILE = Path(os.environ.get("LUMOS_RAY_ADDRESS_FILE", ".lumos/ray.json"))
+# Retried in place (besides a dead worker, which Ray retries by itself): transient I/O faults.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves the machine
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"local Ray did not listen on 127.0.0.1:{port} within {timeout_s:.0f} s")
+
+
+def start_local_ray(num_cpus: int | None = None, num_gpus: int | None = None,
+                    address_file: Path | str = ADDRESS_FILE, timeout_s: float = 120.0) -> str:
+    """Start a Ray head on 127.0.0.1 for this run (``ray start --head --block`` in its own process
+    group) and record its address; returns it. Stages join it instead of starting their own."""
+    address_file = Path(address_file)
+    running = local_ray_address(address_file)
+    if running:
+        return running
+    port = _free_port()
+    cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
+           "--node-ip-address=127.0.0.1", f"--port={port}", "--include-dashboard=false",
+           "--disable-usage-stats"]
+    if num_cpus is not None:
+        cmd.append(f"--num-cpus={num_cpus}")
+    if num_gpus is not None:
+        cmd.append(f"--num-gpus={num_gpus}")
+    address_file.parent.mkdir(parents=True, exist_ok=True)
+    log = open(address_file.with_suffix(".log"), "ab")  # noqa: SIM115 - the head's own output
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    _HEADS[proc.pid] = proc  # reaped by stop_local_ray when it runs in this process
+    try:
+        _wait_port(port, timeout_s)
+    except TimeoutError:
+        os.killpg(proc.pid, signal.SIGTERM)
+        raise
+    address = f"127.0.0.1:{port}"
+    atomic_write_text(address_file, json.dumps({"address": address, "pid": proc.pid}) + "\n")
+    return address
+
+
+def local_ray_address(address_file: Path | str = ADDRESS_FILE) -> str | None:
+    """The address of the run's local Ray if its head process is still alive, else None."""
+    try:
+        info = json.loads(Path(address_file).read_text())
+        os.kill(info["pid"], 0)
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, ProcessLookupError, PermissionError):
+        return None
+    return info["address"]
+
+
+def stop_local_ray(address_file: Path | str = ADDRESS_FILE, timeout_s: float = 30.0) -> bool:
+    """Stop the Ray head :func:`start_local_ray` started (its process group only); True if one ran."""
+    address_file = Path(address_file)
+    try:
+        pid = json.loads(address_file.read_text())["pid"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return False
+    try:
+        os.killpg(pid, signal.SIGTERM)  # the head, its raylet and GCS: one process group
+    except ProcessLookupError:
+        address_file.unlink(missing_ok=True)
+        return False
+    head = _HEADS.pop(pid, None)
+    deadline = time.monotonic() + timeout_s
+    try:
+        if head is not None:
+            head.wait(timeout_s)  # reap it: a zombie leader would keep the group "alive"
+        while time.monotonic() < deadline:
+            os.killpg(pid, 0)
+            time.sleep(0.2)
+        os.killpg(pid, signal.SIGKILL)  # still there after timeout_s
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    address_file.unlink(missing_ok=True)
+    return True
+
+
+def ensure_ray(cfg: RaySettings) -> str:
+    """Connect this process to Ray as ``cfg`` says (once); returns how ('joined ADDR' or 'local')."""
+    import ray
+
+    if ray.is_initialized():
+        return "already connected"
+    address = cfg.address or os.environ.get("RAY_ADDRESS") or local_ray_address()
+    common = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    if address:
+        ray.init(address=address, **common)
+        return f"joined {address}"
+    # "local", not None: Ray would otherwise join whatever `ray start` last ran on this machine
+    ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
+             _node_ip_address="127.0.0.1", **common)
+    return "local"
+
+
+def worker_slots(cfg: RaySettings, gpus_per_task: float = 0.0) -> int:
+    """How many shard workers the cluster can run at once."""
+    import ray
+
+    res = ray.cluster_resources()
+    slots = int(res.get("CPU", 1) // cfg.cpus_per_task)
+    if gpus_per_task:
+        slots = min(slots, int(res.get("GPU", 0) // gpus_per_task))
+    return max(1, slots)
+
+
+def _submit(actor, job):
+    return actor.run.options(retry_exceptions=list(TRANSIENT_ERRORS)).remote(job)
+
+
+def map_shards(worker_cls: type, init_args: tuple, jobs: Iterable[Any], cfg: RaySettings, *,
+               gpus_per_task: float = 0.0, workers: int | None = None,
+               on_done: Callable[[int, int, Any], None] | None = None) -> list[Any]:
+    """Run ``worker_cls(*init_args).run(job)`` for every job on a pool of Ray actors.
+
+    A worker process that dies (killed, out of memory) is restarted and its shard run again
+    (``cfg.max_retries`` times); an exception raised by the shard itself fails the stage, except
+    for :data:`TRANSIENT_ERRORS`. ``on_done(done, total, result)`` is called as shards finish.
+    Returns the results in completion order.
+    """
+    import ray
+    from ray.util import ActorPool
+
+    jobs = list(jobs)
+    if not jobs:
+        return []
+    ensure_ray(cfg)
+    n = min(len(jobs), workers or worker_slots(cfg, gpus_per_task))
+    options = {"num_cpus": cfg.cpus_per_task, "num_gpus": gpus_per_task,
+               "max_restarts": cfg.max_retries, "max_task_retries": cfg.max_retries}
+    env = forwarded_env()
+    if env:  # storage credentials/endpoints of this process (s3://...) for workers started earlier
+        options["runtime_env"] = {"env_vars": env}
+    actor = ray.remote(worker_cls).options(**options)
+    actors = [actor.remote(*init_args) for _ in range(n)]
+    results = []
+    try:
+        pool = ActorPool(actors)
+        for done, result in enumerate(pool.map_unordered(_submit, jobs), 1):
+            results.append(result)
+            if on_done:
+                on_done(done, len(jobs), result)
+    finally:
+        for a in actors:
+            ray.kill(a)
+    return results
+
+
+def run_local(worker_cls: type, init_args: tuple, jobs: Iterable[Any],
+              on_done: Callable[[int, int, Any], None] | None = None) -> list[Any]:
+    """The same jobs in this process, one after another (``ray: null`` callers, tests, benches)."""
+    jobs = list(jobs)
+    worker, results = (worker_cls(*init_args) if jobs else None), []
+    for done, job in enumerate(jobs, 1):
+        results.append(worker.run(job))
+        if on_done:
+            on_done(done, len(jobs), results[-1])
+    return results
+
+
+def model_gpus(cfg: RaySettings, device: str) -> float:
+    """GPUs one model worker reserves: ``cfg.gpus_per_task`` when the device setting allows a GPU
+    and the cluster has one, else 0 (the models then run on CPUs)."""
+    if device == "cpu":
+        return 0.0
+    import ray
+
+    ensure_ray(cfg)
+    has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    if device == "cuda" and not has_gpu:
+        raise RuntimeError("device is 'cuda' but the Ray cluster has no GPU")
+    return cfg.gpus_per_task if has_gpu else 0.0

@@ -1,0 +1,57 @@
+"""The runtime module: the run's local Ray head (start, join by address file, stop), the device
+setting with the precision params, and the ray/device/storage params."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from lumos.config import ConfigError, RaySettings, load_params, parse_params
+from lumos.runtime.device import model_dtype, place, resolve_device
+from lumos.runtime.ray import local_ray_address, start_local_ray, stop_local_ray
+
+
+def test_device_setting_and_precision():
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no GPU"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="auto, cpu or cuda"):
+        resolve_device("gpu")
+    assert model_dtype("bf16", "cpu") == torch.bfloat16
+    assert model_dtype("fp16", "cpu") == torch.float32  # no fp16 kernels on CPUs
+    assert model_dtype("fp16", "cuda") == torch.float16
+    m = place(torch.nn.Linear(2, 2).train(), "cpu", "bf16")
+    assert m.weight.dtype == torch.bfloat16 and not m.training
+
+
+def test_params_sections(params):
+    tiny = params.active
+    assert tiny.ray.address is None and tiny.device == "auto"
+    assert tiny.storage.curation == "datasets/curation"
+    assert RaySettings(address="ray://head:10001").address == "ray://head:10001"
+    with pytest.raises(ValueError, match="ray.address"):
+        RaySettings(address="head")
+    data = json.loads(json.dumps({"profile": "tiny", "profiles": {"tiny": {}}}))
+    with pytest.raises(ConfigError):
+        parse_params(data)  # the other sections are still required
+    assert load_params().profiles["paper"].ray.decode_batch == 256
+
+
+def test_local_ray_head_starts_is_found_and_stops(tmp_path):
+    file = tmp_path / "ray.json"
+    address = start_local_ray(num_cpus=1, num_gpus=0, address_file=file)
+    try:
+        assert address.startswith("127.0.0.1:")
+        assert local_ray_address(file) == address
+        assert start_local_ray(address_file=file) == address  # once per run
+        pid = json.loads(file.read_text())["pid"]
+    finally:
+        assert stop_local_ray(file)
+    assert local_ray_address(file) is None and not file.exists()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)  # the head's whole process group is gone

@@ -1,0 +1,89 @@
+"""`datasets` on a bucket of a real S3 API server on 127.0.0.1 (moto's server mode, through s3fs):
+img2dataset writes its shards there, score and features-i2i stream them from it on Ray, and every
+shard lands whole."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+
+import boto3
+import fsspec
+import pytest
+from moto.server import ThreadedMotoServer
+
+from lumos.config import VAE, Source, VisionEncoder
+from lumos.curation.catalog import build_catalog, query
+from lumos.curation.download import download_source
+from lumos.curation.keep import keep_source
+from lumos.curation.score import score_source
+from lumos.curation.select import select_source
+from lumos.data.extract import extract_features, remote_feature_meta
+from lumos.demo import build_mini_world, serve_mini_world
+from lumos.runtime import storage
+from lumos.tasks.i2i_stages import build_encoders
+
+from conftest import free_port
+
+BUCKET = "lumos-test"
+
+
+@pytest.fixture
+def bucket(monkeypatch):
+    """A moto S3 server on a free loopback port with one bucket; fsspec/s3fs (here, in
+    img2dataset's workers and in Ray workers) reach it through the environment."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1",
+                       "FSSPEC_S3": json.dumps({"client_kwargs": {"endpoint_url": endpoint}})}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"client_kwargs": {"endpoint_url": endpoint}})
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    fsspec.filesystem("s3").invalidate_cache()
+    yield f"s3://{BUCKET}"
+    fsspec.filesystem("s3").clear_instance_cache()
+    server.stop()
+
+
+def test_curation_and_features_with_datasets_on_a_bucket(tmp_path, params, bucket, ray_cluster):
+    world = params.active.mini_world.model_copy(update={
+        "base_url": f"http://127.0.0.1:{free_port()}", "n_images": 60, "parts": ["images"]})
+    root = tmp_path / "mw"
+    build_mini_world(world, root)
+    cfg = params.active.curation
+    cfg = cfg.model_copy(update={"download": cfg.download.model_copy(update={"samples_per_shard": 20})})
+    source = Source(name="mw", reader="laion", metadata=str(root / "metadata.parquet"))
+    download, scores = f"{bucket}/curation/download/mw", f"{bucket}/curation/scores/mw"
+
+    select_source(cfg, source, tmp_path / "select" / "mw")
+    with serve_mini_world(root, world.base_url):
+        status = download_source(tmp_path / "select" / "mw" / "selected.parquet", download, cfg.download)
+    assert status["shards"] >= 2 and status["status"]["success"] > 0
+    assert storage.glob(download, "shards/*.tar")[0].startswith(f"{bucket}/curation/download/mw/shards/")
+
+    counts = score_source(download, scores, cfg.score, ray=ray_cluster, decode_batch=8)
+    assert counts == {"scored": status["shards"], "cached": 0}
+    stats = keep_source(tmp_path / "select" / "mw" / "selected.parquet", download, scores,
+                        tmp_path / "keep" / "mw", cfg.keep)
+    assert stats["kept"] > 0
+    build_catalog(tmp_path / "select", tmp_path / "keep", tmp_path / "catalog.duckdb")
+    shards = [r[0] for r in query("SELECT DISTINCT shard FROM images", tmp_path / "catalog.duckdb").fetchall()]
+    assert shards and all(s.startswith(f"{download}/shards/") for s in shards)
+
+    features = f"{bucket}/features/i2i"
+    build = partial(build_encoders, VAE(pretrained=None), VisionEncoder(pretrained=None, resolution=32))
+    result = extract_features(tmp_path / "catalog.duckdb", features, build, 32, 8, {"v": 1}, ray=ray_cluster)
+    assert result == {"computed": len(shards), "cached": 0, "samples": stats["kept"]}
+    written = storage.glob(features, "*.safetensors")
+    assert len(written) == len(shards)
+    assert sum(len(remote_feature_meta(w)["keys"]) for w in written) == stats["kept"]
+    fs = fsspec.filesystem("s3")
+    fs.invalidate_cache()
+    names = [p.rsplit("/", 1)[1] for p in fs.find(BUCKET)]
+    assert not [n for n in names if n.startswith(".") or n.endswith(".tmp")]  # no half-written shard
+    # a rerun computes nothing
+    assert extract_features(tmp_path / "catalog.duckdb", features, build, 32, 8, {"v": 1},
+                            ray=ray_cluster)["cached"] == len(shards)
