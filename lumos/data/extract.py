@@ -7,7 +7,6 @@ skipped, so a killed run resumes where it stopped and new shards cost only thems
 
 from __future__ import annotations
 
-import io
 import tarfile
 from collections import defaultdict
 from pathlib import Path
@@ -18,6 +17,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from lumos.curation.catalog import query
+from lumos.curation.decode import open_upright
 from lumos.data.features import read_feature_meta, write_feature_shard
 
 
@@ -39,8 +39,7 @@ def catalog_shards(catalog: Path | str, where: str = "true") -> dict[str, list[t
 
 def load_images(shard: str, items: list[tuple[str, str]]) -> list[Image.Image]:
     with tarfile.open(shard) as tar:
-        return [Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB")
-                for _, member in items]
+        return [open_upright(tar.extractfile(member).read()) for _, member in items]
 
 
 @torch.no_grad()
