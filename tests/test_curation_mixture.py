@@ -84,6 +84,8 @@ def _planted(root, base):
     kept = {u for (u,) in duckdb.sql(f"SELECT url FROM read_parquet('{base}/keep/*/kept.parquet')").fetchall()}
     truth = pq.read_table(root / "coyo" / "truth.parquet").to_pylist()
     scenes = {r["URL"]: r for r in pq.read_table(root / "scenes.parquet").to_pylist()}
+    copied = {r["duplicate_of"] for r in scenes.values() if r["duplicate_of"]}  # LAION's own exact copies
+    kept -= {u for u, r in scenes.items() if r["key"] in copied}
     pairs = [(t["url"], t["duplicate_of"],
               t["true_width"] * t["true_height"] > scenes[t["duplicate_of"]]["true_width"]
               * scenes[t["duplicate_of"]]["true_height"])

@@ -71,8 +71,9 @@ def mix(con: duckdb.DuckDBPyConnection, cfg: Curation) -> dict:
         FROM near_pairs p JOIN ranked l ON l.rank = p.loser JOIN ranked w ON w.rank = p.winner""")
     con.unregister("near_pairs")
     con.execute("CREATE TABLE targets (source VARCHAR, target BIGINT)")
-    con.executemany("INSERT INTO targets VALUES (?, ?)",
-                    [(s.name, s.quota) for s in cfg.sources if s.quota is not None])
+    targets = [(s.name, s.quota) for s in cfg.sources if s.quota is not None]
+    if targets:
+        con.executemany("INSERT INTO targets VALUES (?, ?)", targets)
     con.execute(f"""
         INSERT INTO mixture_rejects
         SELECT uid, source, url, 'quota', 'quota: ' || target || ' reached' FROM (
