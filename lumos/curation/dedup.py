@@ -87,16 +87,18 @@ def near_duplicate_pairs(codes: np.ndarray, radius: int, partition_bits: int | N
             0, int(np.ceil(np.log2(max(1.0, n * len(flips) / 5e7)))))
         p = min(p, width)
         low = np.uint64((1 << (width - p)) - 1 if width - p < 64 else 2**64 - 1)
-        ids = np.arange(n, dtype=np.uint64)
+        # Codes grouped by the top p bits of their band: a flip below those bits keeps a code in
+        # its group, a flip of one of them moves the whole group to another partition.
+        top = width - p
+        group = (band >> np.uint64(top)).astype(np.int64) if p else np.zeros(n, np.int64)
+        order = np.argsort(group, kind="stable").astype(np.uint64)
+        bounds = np.searchsorted(group[order.astype(np.int64)], np.arange((1 << p) + 1))
         for part in range(1 << p):
             keys, members = [], []
-            for flip in flips:
-                key = band ^ flip
-                if p:  # this pass's share: keys whose top p bits are `part`
-                    keep = np.flatnonzero((key >> np.uint64(width - p)) == np.uint64(part))
-                    key, member = key[keep], ids[keep]
-                else:
-                    member = ids
+            for b, flip in enumerate(flips):
+                src = part ^ (1 << (b - 1 - top)) if b - 1 >= top else part  # the group landing here
+                member = order[bounds[src]: bounds[src + 1]]
+                key = band[member.astype(np.int64)] ^ flip
                 np.bitwise_and(key, low, out=key)  # the partition fixes the top bits
                 keys.append(key)
                 members.append(member)
