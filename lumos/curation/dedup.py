@@ -71,7 +71,7 @@ def near_duplicate_pairs(codes: np.ndarray, radius: int, partition_bits: int | N
 
     ``codes`` should hold no repeated value (see :func:`unique_codes`); repeats are still found
     (distance 0) but make buckets quadratic. ``partition_bits`` splits each band's key space in
-    ``2**partition_bits`` passes to bound memory (default: about 50 M keys per pass).
+    ``2**partition_bits`` passes to bound memory (default: about 4 M keys per pass, sorts that stay in cache).
     """
     codes = np.ascontiguousarray(codes, dtype=np.uint64)
     n = len(codes)
@@ -84,7 +84,7 @@ def near_duplicate_pairs(codes: np.ndarray, radius: int, partition_bits: int | N
         band = (codes >> np.uint64(shift)) & np.uint64((1 << width) - 1 if width < 64 else 2**64 - 1)
         flips = [np.uint64(0)] + [np.uint64(1 << b) for b in range(width)]
         p = partition_bits if partition_bits is not None else max(
-            0, int(np.ceil(np.log2(max(1.0, n * len(flips) / 5e7)))))
+            0, int(np.ceil(np.log2(max(1.0, n * len(flips) / 4e6)))))
         p = min(p, width)
         low = np.uint64((1 << (width - p)) - 1 if width - p < 64 else 2**64 - 1)
         # Codes grouped by the top p bits of their band: a flip below those bits keeps a code in
