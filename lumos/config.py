@@ -51,6 +51,14 @@ class BadRows(Section):
                 + self.huge)
 
 
+class MixtureSources(Section):
+    """The mini-world's extra sources (part `sources`, demo/mixture.py), for G.1's mixture."""
+
+    imagenet: NonNegInt = 24  # small images (short side <= 512) in an ImageNet-style folder
+    coyo: NonNegInt = 24  # COYO-700M-schema rows of their own scenes ...
+    coyo_near_duplicates: NonNegInt = 8  # ... plus re-encoded, resized copies of LAION images
+
+
 class MiniWorld(Section):
     """The embedded procedural world used by the tiny profile and the tests (DESIGN 4)."""
 
@@ -62,10 +70,11 @@ class MiniWorld(Section):
     max_shapes: Annotated[int, Field(ge=1, le=8)] = 4
     base_url: Annotated[str, Field(pattern=r"^https?://[^/\s]+$")] = "http://127.0.0.1:8765"
     bad_rows: BadRows = BadRows()
-    parts: list[Literal["images", "clips", "meshes", "heldout"]] = ["images", "clips", "meshes", "heldout"]
+    parts: list[Literal["images", "clips", "meshes", "heldout", "sources"]] = ["images", "clips", "meshes", "heldout"]
     clips: Annotated[int, Field(ge=6)] = 24  # short procedural videos (5 of them bad on purpose)
     meshes: PosInt = 12  # procedural coloured 3D objects (GLB)
     heldout: Annotated[int, Field(ge=2)] = 12  # items per held-out benchmark stand-in (demo/heldout.py)
+    mixture: MixtureSources = MixtureSources()  # the `sources` part: ImageNet- and COYO-style
 
     @model_validator(mode="after")
     def _sides_ordered(self) -> MiniWorld:
@@ -85,7 +94,10 @@ class Source(Section):
     name: str
     reader: Literal["laion", "coyo", "sam", "journeydb", "imagenet", "folder"]
     metadata: str  # local path, glob or fsspec URL of the metadata parquet(s)
-    quota: PosInt | None = None  # rows kept at most, by a seeded sample
+    quota: PosInt | None = None  # images in the final mixture, a seeded sample of the kept ones
+    # This source's own thresholds; keys left out take the profile's `select` / `keep` values.
+    select: SelectRules | None = None
+    keep: KeepRules | None = None
     # The mini-world: serve datasets/mini-world at mini_world.base_url while downloading.
     serve_mini_world: bool = False
 
@@ -129,8 +141,8 @@ class Aesthetic(Section):
 class SelectRules(Section):
     """Metadata pre-filter (before any download), on the values the source declares."""
 
-    min_side: PosInt = 512  # G.1: resolution > 512 (short side)
-    aesthetic_min: float = 5.0  # G.1: aesthetic > 5.0 (rows without a score pass to `keep`)
+    min_side: NonNegInt | None = 512  # G.1: resolution > 512 (short side); None: no rule
+    aesthetic_min: float | None = 5.0  # G.1: aesthetic > 5.0 (rows without a score pass to `keep`)
     punsafe_max: Prob = 0.5
     pwatermark_max: Prob = 0.8
 
@@ -145,11 +157,25 @@ class ScoreSettings(Section):
 class KeepRules(Section):
     """Thresholds on the cached scores; changing them reruns `keep` alone."""
 
-    min_side: PosInt = 512  # G.1: true resolution > 512 (short side)
-    aesthetic_min: float = 5.0  # G.1: aesthetic > 5.0
+    min_side: NonNegInt | None = 512  # G.1: true resolution > 512 (short side); None: no rule
+    aesthetic_min: float | None = 5.0  # G.1: aesthetic > 5.0; None: no rule
     # Which aesthetic the rule reads: the predictor's, or the score the metadata declared.
     aesthetic_from: Literal["predicted", "metadata"] = "predicted"
-    dedup_hamming_max: NonNegInt = 4  # pHash distance (of 64 bits) that marks a near duplicate
+
+
+class Dedup(Section):
+    """Near-duplicate removal across every source's kept images (after `keep`, before quotas)."""
+
+    hamming_max: Annotated[int, Field(ge=0, le=63)] = 4  # pHash distance (of 64 bits)
+    # Which copy survives: compared key by key, then by uid.
+    survivor: Annotated[list[Literal["resolution", "aesthetic", "source_order"]], Field(min_length=1)] = [
+        "resolution", "aesthetic", "source_order"]
+
+
+def _override(base: Section, own: Section | None) -> Section:
+    if own is None:
+        return base
+    return base.model_copy(update={k: getattr(own, k) for k in own.model_fields_set})
 
 
 class Curation(Section):
@@ -161,6 +187,17 @@ class Curation(Section):
     download: Download = Download()
     score: ScoreSettings = ScoreSettings()
     keep: KeepRules = KeepRules()
+    dedup: Dedup = Dedup()
+    # select takes quota x this many rows, so that the quota survives download, decode and keep
+    quota_overfetch: Annotated[float, Field(ge=1.0)] = 1.5
+
+    def select_rules(self, source: Source) -> SelectRules:
+        """The profile's select rules with the source's own keys on top."""
+        return _override(self.select, source.select)
+
+    def keep_rules(self, source: Source) -> KeepRules:
+        """The profile's keep rules with the source's own keys on top."""
+        return _override(self.keep, source.keep)
 
     @model_validator(mode="after")
     def _unique_sources(self) -> Curation:

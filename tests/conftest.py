@@ -109,7 +109,7 @@ def curated(params, mini_world, tmp_path_factory):
         download_source(run.select / "selected.parquet", run.download, cfg.download)
     score_source(run.download, run.scores, cfg.score)
     keep_source(run.select / "selected.parquet", run.download, run.scores, run.keep, cfg.keep)
-    build_catalog(run.base / "select", run.base / "keep", run.catalog)
+    build_catalog(run.base / "select", run.base / "keep", run.catalog, cfg)
     return cfg, root, run
 
 

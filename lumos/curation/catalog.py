@@ -2,11 +2,17 @@
 
 Views (paths inside are relative to the project root, where queries run):
 
-    images            every kept sample: key, source, shard, member, width, height,
+    images            every sample of the mixture: key, source, shard, member, width, height,
                       aesthetic, caption, status, uid, url
-    rejects           every dropped row with the stage that dropped it and why
+    rejects           every dropped row with the stage that dropped it and why (select,
+                      download, decode, keep, dedup, quota)
     rejects_by_reason counts of rejects per source, stage and reason
-    funnel            per source: rows_in -> selected -> downloaded -> decoded -> kept
+    funnel            per source: rows_in -> selected -> downloaded -> decoded -> passed (keep
+                      rules) -> unique (after cross-source dedup) -> kept, with the quota's
+                      target and the count reached
+
+The dedup and quota steps run here, over every source's ``kept.parquet`` at once
+(:mod:`lumos.curation.mixture`); their rejects are the table ``mixture_rejects``.
 
 and, once later stages have run: t2i_subset, captions, images_captioned (images + long caption),
 clips and clip_rejects (I2V clips), objects, views and object_rejects (NVS renders).
@@ -18,6 +24,9 @@ from pathlib import Path
 
 import duckdb
 
+from lumos.config import Curation
+from lumos.curation.mixture import mix
+
 DEFAULT_CATALOG = Path("datasets/catalog.duckdb")
 
 
@@ -25,28 +34,35 @@ def _q(path: Path | str) -> str:
     return str(path).replace("'", "''")
 
 
-def build_catalog(select_root: Path | str, keep_root: Path | str,
-                  catalog: Path | str = DEFAULT_CATALOG) -> dict:
-    """(Re)create the catalog's views over ``<root>/*/...parquet``; returns rows per view."""
+def build_catalog(select_root: Path | str, keep_root: Path | str, catalog: Path | str,
+                  curation: Curation) -> dict:
+    """(Re)create the catalog over ``<root>/*/...parquet``: dedup and quotas (``curation``'s
+    sources, seed and dedup rules), then the views; returns rows per view."""
     select_root, keep_root, catalog = Path(select_root), Path(keep_root), Path(catalog)
     catalog.parent.mkdir(parents=True, exist_ok=True)
     tmp = catalog.with_name(f".{catalog.name}.tmp")
     tmp.unlink(missing_ok=True)
     con = duckdb.connect(str(tmp))
     con.execute(f"""
+        CREATE VIEW candidates AS
+        SELECT * FROM read_parquet('{_q(keep_root)}/*/kept.parquet', union_by_name = true)""")
+    mix(con, curation)
+    con.execute("""
         CREATE VIEW images AS
         SELECT key, source, shard, member, width, height, aesthetic, caption, status, uid, url
-        FROM read_parquet('{_q(keep_root)}/*/kept.parquet', union_by_name = true)""")
+        FROM candidates ANTI JOIN mixture_rejects USING (uid)""")
     con.execute(f"""
         CREATE VIEW rejects AS
         SELECT uid, source, url, stage, reason
         FROM read_parquet('{_q(select_root)}/*/rejects.parquet', union_by_name = true)
         UNION ALL
         SELECT uid, source, url, stage, reason
-        FROM read_parquet('{_q(keep_root)}/*/rejects.parquet', union_by_name = true)""")
+        FROM read_parquet('{_q(keep_root)}/*/rejects.parquet', union_by_name = true)
+        UNION ALL
+        SELECT uid, source, url, stage, reason FROM mixture_rejects""")
     con.execute("""
         CREATE VIEW rejects_by_reason AS
-        SELECT source, stage, regexp_replace(reason, '^(near duplicate of|resolution: true size) .*$', '\\1') AS reason,
+        SELECT source, stage, regexp_replace(reason, '^(near duplicate of|resolution: true size|quota:) .*$', '\\1') AS reason,
                count(*) AS rows
         FROM rejects GROUP BY ALL ORDER BY source, rows DESC""")
     con.execute("""
@@ -56,8 +72,13 @@ def build_catalog(select_root: Path | str, keep_root: Path | str,
                count(*) FILTER (WHERE stage <> 'select') AS selected,
                count(*) FILTER (WHERE stage NOT IN ('select', 'download')) AS downloaded,
                count(*) FILTER (WHERE stage NOT IN ('select', 'download', 'decode')) AS decoded,
+               count(*) FILTER (WHERE stage NOT IN ('select', 'download', 'decode', 'keep')) AS passed,
+               count(*) FILTER (WHERE stage IN ('quota', 'kept')) AS "unique",
+               any_value(t.target) AS target,
+               count(*) FILTER (WHERE stage = 'kept') AS reached,
                count(*) FILTER (WHERE stage = 'kept') AS kept
         FROM (SELECT source, 'kept' AS stage FROM images UNION ALL SELECT source, stage FROM rejects)
+        LEFT JOIN targets t USING (source)
         GROUP BY source ORDER BY source""")
     counts = {v: con.execute(f"SELECT count(*) FROM {v}").fetchall()[0][0] for v in ("images", "rejects")}
     con.close()

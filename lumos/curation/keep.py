@@ -2,7 +2,9 @@
 
 Every selected row ends either in ``kept.parquet`` or in ``rejects.parquet`` with the stage
 that dropped it and why: ``download`` (img2dataset's error), ``decode`` (the score stage's),
-or ``keep`` (true resolution, aesthetic, near duplicate).
+or ``keep`` (true resolution, aesthetic). The rules are the source's own
+(``Curation.keep_rules``). Near duplicates (across every source) and quotas come after, in the
+catalog (:mod:`lumos.curation.mixture`).
 """
 
 from __future__ import annotations
@@ -15,34 +17,6 @@ import duckdb
 from lumos.config import KeepRules
 from lumos.io import atomic_write_text, copy_to_parquet
 from lumos.runtime import storage
-
-
-def near_duplicates(items: list[tuple[str, int]], max_distance: int) -> dict[str, str]:
-    """uid -> the earlier uid it nearly duplicates, for 64-bit hashes within ``max_distance``.
-
-    Multi-index hashing: split each hash into ``max_distance + 1`` bands; by pigeonhole two
-    hashes within the distance agree on at least one band, so only band-mates are compared.
-    """
-    bands = max_distance + 1
-    width = -(-64 // bands)
-    buckets: list[dict[int, list[tuple[str, int]]]] = [{} for _ in range(bands)]
-    dupes: dict[str, str] = {}
-    for uid, h in items:  # items in priority order: the first of a group is kept
-        match = None
-        for b in range(bands):
-            band = (h >> (b * width)) & ((1 << width) - 1)
-            for other_uid, other in buckets[b].get(band, ()):
-                if (h ^ other).bit_count() <= max_distance:
-                    match = other_uid
-                    break
-            if match:
-                break
-        if match:
-            dupes[uid] = match
-            continue
-        for b in range(bands):
-            buckets[b].setdefault((h >> (b * width)) & ((1 << width) - 1), []).append((uid, h))
-    return dupes
 
 
 def keep_source(selected: Path | str, download_dir: Path | str, scores_dir: Path | str,
@@ -63,6 +37,11 @@ def keep_source(selected: Path | str, download_dir: Path | str, scores_dir: Path
           "SELECT NULL::VARCHAR AS key, NULL::VARCHAR AS shard, NULL::VARCHAR AS member, NULL::VARCHAR AS decode_error, "
           "NULL::BIGINT AS true_width, NULL::BIGINT AS true_height, NULL::UBIGINT AS phash, NULL::DOUBLE AS predicted_aesthetic WHERE false")
     aesthetic = "s.predicted_aesthetic" if rules.aesthetic_from == "predicted" else "sel.aesthetic"
+    # A rule set to None is off (G.1 takes SAM, JourneyDB and ImageNet-1K as they are).
+    min_side = "NULL" if rules.min_side is None else rules.min_side
+    aesthetic_on = rules.aesthetic_min is not None
+    aesthetic_min = repr(rules.aesthetic_min) if aesthetic_on else "NULL"
+    aesthetic_rule = f"{aesthetic} IS NULL OR {aesthetic} <= {aesthetic_min}" if aesthetic_on else "false"
     con.execute(f"""
         CREATE TEMP TABLE judged AS
         SELECT sel.uid, sel.source, sel.url, sel.caption, d.key,
@@ -73,30 +52,23 @@ def keep_source(selected: Path | str, download_dir: Path | str, scores_dir: Path
                  WHEN d.key IS NULL THEN 'download'
                  WHEN d.status <> 'success' THEN 'download'
                  WHEN s.key IS NULL OR s.decode_error IS NOT NULL THEN 'decode'
-                 WHEN least(s.true_width, s.true_height) <= {rules.min_side}
-                   OR {aesthetic} IS NULL OR {aesthetic} <= {rules.aesthetic_min} THEN 'keep'
+                 WHEN least(s.true_width, s.true_height) <= {min_side}
+                   OR {aesthetic_rule} THEN 'keep'
                END AS stage,
                CASE
                  WHEN d.key IS NULL THEN 'download: no finished shard holds this row'
                  WHEN d.status <> 'success' THEN 'download: ' || coalesce(d.error_message, d.status)
                  WHEN s.key IS NULL THEN 'decode: not scored'
                  WHEN s.decode_error IS NOT NULL THEN 'decode: ' || s.decode_error
-                 WHEN least(s.true_width, s.true_height) <= {rules.min_side}
+                 WHEN least(s.true_width, s.true_height) <= {min_side}
                    THEN 'resolution: true size ' || s.true_width || 'x' || s.true_height
-                 WHEN {aesthetic} IS NULL THEN 'aesthetic: no score'
-                 WHEN {aesthetic} <= {rules.aesthetic_min} THEN 'aesthetic'
+                 WHEN {aesthetic_on} AND {aesthetic} IS NULL THEN 'aesthetic: no score'
+                 WHEN {aesthetic} <= {aesthetic_min} THEN 'aesthetic'
                END AS reason
         FROM read_parquet('{selected}') sel
         LEFT JOIN ({dl}) d ON d.uid = sel.uid
         LEFT JOIN ({sc}) s ON s.key = d.key
     """)
-    candidates = con.execute(
-        "SELECT uid, phash FROM judged WHERE reason IS NULL ORDER BY uid").fetchall()
-    dupes = near_duplicates([(u, int(h)) for u, h in candidates], rules.dedup_hamming_max)
-    if dupes:
-        con.executemany(
-            "UPDATE judged SET stage = 'keep', reason = 'near duplicate of ' || ? WHERE uid = ?",
-            [(orig, uid) for uid, orig in dupes.items()])
     copy_to_parquet(con, "SELECT key, uid, source, shard, member, width, height, aesthetic, "
                "predicted_aesthetic, declared_aesthetic, caption, url, phash, 'kept' AS status "
                "FROM judged WHERE reason IS NULL ORDER BY key", out / "kept.parquet")

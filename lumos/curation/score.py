@@ -25,6 +25,7 @@ from PIL import Image, UnidentifiedImageError
 
 from lumos.config import RaySettings, ScoreSettings
 from lumos.curation.aesthetic import AestheticScorer, scorer_fingerprint
+from lumos.curation.decode import upright
 from lumos.runtime import storage
 from lumos.runtime.ray import map_shards, model_gpus, run_local
 
@@ -50,7 +51,8 @@ def decode_bounded(data: bytes, max_pixels: int) -> tuple[Image.Image | None, in
             if w * h > max_pixels:
                 return None, w, h, f"too many pixels: {w}x{h} > max_pixels {max_pixels}"
             im.load()
-            return im.convert("RGB"), w, h, None
+            im = upright(im)  # EXIF orientation: the size as shown, not as stored
+            return im.convert("RGB"), *im.size, None
     except UnidentifiedImageError:
         return None, None, None, "not an image: unknown format"
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:

@@ -3,12 +3,17 @@
 Rules, in order (a row is rejected for the first it breaks, and keeps that reason):
 unsafe URL (scheme, file://, loopback/private host), declared resolution, declared aesthetic,
 punsafe, pwatermark, duplicate URL, and the per-source quota (a seeded sample).
+
+The thresholds are the source's own (``Curation.select_rules``: G.1 filters LAION and COYO and
+takes SAM, JourneyDB and ImageNet-1K as they are). The quota here is the source's quota times
+``quota_overfetch``: the final quota is drawn after `keep` (catalog), from what survived.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -59,11 +64,21 @@ def _refused_hosts(hosts: list[str], allow_hosts: list[str]) -> dict[str, str]:
     return {h: why for h, why in zip(hosts, verdicts) if why}
 
 
+def _or_null(threshold: float | None) -> str:
+    """A rule's threshold in SQL; NULL (the rule is off) never rejects."""
+    return "NULL" if threshold is None else repr(threshold)
+
+
+def selection_size(cfg: Curation, source: Source) -> int | None:
+    """Rows select passes on for a source with a quota: the quota times the over-fetch."""
+    return None if source.quota is None else math.ceil(source.quota * cfg.quota_overfetch)
+
+
 def select_source(cfg: Curation, source: Source, out_dir: Path | str) -> dict:
     """Select one source's rows; writes selected.parquet, rejects.parquet and stats.json."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rules, dl = cfg.select, cfg.download
+    rules, dl = cfg.select_rules(source), cfg.download
     con = duckdb.connect()
     protocol = fsspec.utils.get_protocol(source.metadata)
     if protocol not in ("file", "local"):  # s3://, gs://, memory://...: read through fsspec
@@ -90,8 +105,8 @@ def select_source(cfg: Curation, source: Source, out_dir: Path | str) -> dict:
             WHEN starts_with(s.url, 'file://') AND NOT {dl.allow_file_urls}
                 THEN 'url: file:// not allowed'
             WHEN {why} IS NOT NULL THEN 'url: ' || {why}
-            WHEN least(s.width, s.height) <= {rules.min_side} THEN 'resolution'
-            WHEN s.aesthetic <= {rules.aesthetic_min} THEN 'aesthetic'
+            WHEN least(s.width, s.height) <= {_or_null(rules.min_side)} THEN 'resolution'
+            WHEN s.aesthetic <= {_or_null(rules.aesthetic_min)} THEN 'aesthetic'
             WHEN s.punsafe > {rules.punsafe_max} THEN 'unsafe'
             WHEN s.pwatermark > {rules.pwatermark_max} THEN 'watermark'
             ELSE NULL END AS reason
@@ -107,10 +122,11 @@ def select_source(cfg: Curation, source: Source, out_dir: Path | str) -> dict:
         WHERE r.reason IS NULL AND r.uid <> dup.first
     """)
     if source.quota is not None:  # a seeded sample: the rows with the smallest seeded hash
+        # (the catalog's post-keep quota ranks by the same hash: it takes a prefix of this one)
         con.execute(f"""
             INSERT INTO dropped SELECT uid, 'quota' FROM ruled
             WHERE reason IS NULL AND uid NOT IN (SELECT uid FROM dropped)
-            ORDER BY hash(uid || '{cfg.seed}'), uid OFFSET {source.quota}
+            ORDER BY hash(uid || '{cfg.seed}'), uid OFFSET {selection_size(cfg, source)}
         """)
     con.execute("""
         CREATE TEMP VIEW judged AS

@@ -10,7 +10,7 @@ import json
 from contextlib import nullcontext
 from pathlib import Path
 
-from lumos.config import Profile, Source
+from lumos.config import DEFAULT_PARAMS, Profile, Source, load_params
 from lumos.curation.catalog import DEFAULT_CATALOG, build_catalog, query
 from lumos.curation.download import download_source
 from lumos.curation.keep import keep_source
@@ -66,12 +66,14 @@ def run_keep(profile: Profile, source: Source) -> dict:
     return keep_source(SELECT / source.name / "selected.parquet",
                        f"{shard_root(profile, 'download')}/{source.name}",
                        f"{shard_root(profile, 'scores')}/{source.name}", KEEP / source.name,
-                       profile.curation.keep)
+                       profile.curation.keep_rules(source))
 
 
-def run_catalog(catalog: Path = DEFAULT_CATALOG) -> list[dict]:
-    """Build the catalog; returns (and writes to funnel.json) the funnel per source."""
-    build_catalog(SELECT, KEEP, catalog)
+def run_catalog(catalog: Path = DEFAULT_CATALOG, profile: Profile | None = None) -> list[dict]:
+    """Build the catalog (cross-source dedup, quotas on what was kept); returns (and writes to
+    funnel.json) the funnel per source, with each quota's target and the count reached."""
+    profile = profile or load_params(DEFAULT_PARAMS).active
+    build_catalog(SELECT, KEEP, catalog, profile.curation)
     rel = query("SELECT * FROM funnel", catalog)
     funnel = [dict(zip(rel.columns, row)) for row in rel.fetchall()]
     by_source = {f["source"]: {k: v for k, v in f.items() if k != "source"} for f in funnel}

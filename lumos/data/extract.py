@@ -27,6 +27,7 @@ from torchvision.transforms import v2
 
 from lumos.config import RaySettings
 from lumos.curation.catalog import query
+from lumos.curation.decode import open_upright
 from lumos.data.features import read_feature_meta, write_feature_shard
 from lumos.runtime import storage
 from lumos.runtime.device import place, resolve_device
@@ -53,10 +54,9 @@ def load_images(shard: str, items: list[tuple[str, str]]) -> list[Image.Image]:
     """A few images of a shard (local or fsspec URL), decoded, in ``items`` order."""
     if "://" in str(shard):
         found = dict(storage.read_members(shard, [m for _, m in items]))
-        return [Image.open(io.BytesIO(found[m])).convert("RGB") for _, m in items]
+        return [open_upright(found[m]) for _, m in items]
     with tarfile.open(shard) as tar:
-        return [Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB")
-                for _, member in items]
+        return [open_upright(tar.extractfile(member).read()) for _, member in items]
 
 
 def iter_image_batches(shard: str, items: list[tuple[str, str]], batch_size: int
@@ -69,7 +69,7 @@ def iter_image_batches(shard: str, items: list[tuple[str, str]], batch_size: int
     batch: tuple[list[int], list[Image.Image]] = ([], [])
     for member, data in storage.read_members(shard, list(position)):
         batch[0].append(position[member])
-        batch[1].append(Image.open(io.BytesIO(data)).convert("RGB"))
+        batch[1].append(open_upright(data))
         if len(batch[0]) == batch_size:
             seen += batch[0]
             yield batch

@@ -231,9 +231,16 @@ def build_heldout_part(cfg: MiniWorld, root: Path, rows: _Rows) -> None:
     build_heldout(root / "heldout", cfg.heldout, cfg.seed, cfg.min_side, cfg.max_side, cfg.max_shapes)
 
 
+def build_sources_part(cfg: MiniWorld, root: Path, rows: _Rows) -> None:
+    """G.1's other sources: an ImageNet-style folder and a COYO-style parquet (demo/mixture.py)."""
+    from lumos.demo.mixture import build_mixture
+
+    build_mixture(cfg, root, rows.base_url, rows.meta, rows.truth)
+
+
 PARTS: dict[str, Callable[[MiniWorld, Path, _Rows], None]] = {
-    "images": build_images, "clips": build_clip_part, "meshes": build_mesh_part}
-PARTS["heldout"] = build_heldout_part
+    "images": build_images, "clips": build_clip_part, "meshes": build_mesh_part,
+    "sources": build_sources_part, "heldout": build_heldout_part}
 
 
 def build_mini_world(cfg: MiniWorld, out_dir: Path | str | None = None) -> dict:
