@@ -126,3 +126,25 @@ def test_nvs_stream_pairs_equal_the_in_memory_pairs(tmp_path):
         k = (b["_sample"] >> 32) * 6 + (b["_sample"] & (2**32 - 1))
         ref = memory.batch(k)
         assert all(torch.allclose(b[n], ref[n]) for n in ref)
+
+
+def test_streamed_run_stopped_and_resumed_equals_the_uninterrupted_run(cache, tmp_path):
+    from safetensors.torch import load_file
+
+    from lumos.config import Optimizer
+    from lumos.diffusion import GaussianDiffusion
+    from lumos.tasks.i2i import I2ITask
+    from lumos.train.loop import RunSpec, train
+
+    spec = RunSpec(steps=6, global_batch=4, micro_batch=2, ema_decay=0.9, seed=0, checkpoint_every=2,
+                   optimizer=Optimizer(lr=1e-3, weight_decay=0.03, warmup_steps=2, grad_clip=1.0),
+                   precision="fp32", zero_stage=2, log_every=2, keep_last=1, loader_workers=1)
+    task = I2ITask(FeatureStream(cache), "tiny", 0.1, GaussianDiffusion())
+    whole = train(task, spec, tmp_path / "whole", {"run": 1})
+    part = train(task, spec, tmp_path / "part", {"run": 1}, stop_after=3)  # position 3 x 2 micro-batches
+    resumed = train(task, spec, tmp_path / "part", {"run": 1})
+    assert part["step"] == 3 and resumed["losses"] == pytest.approx(whole["losses"], abs=1e-6)
+    a = load_file(str(tmp_path / "whole/checkpoints/step-0000006/model.safetensors"))
+    b = load_file(str(tmp_path / "part/checkpoints/step-0000006/model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert [p.name for p in (tmp_path / "part/checkpoints").iterdir()] == ["step-0000006"]  # keep_last: 1
