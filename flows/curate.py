@@ -73,11 +73,13 @@ def curate_flow(params: str = str(DEFAULT_PARAMS), sources: list[str] | None = N
     funnel = catalog_flow()
     update_progress_artifact(progress, 100.0)
     rows = "\n".join(f"| {f['source']} | {f['rows_in']} | {f['selected']} | {f['downloaded']} | "
-                     f"{f['decoded']} | {f['kept']} |" for f in funnel)
+                     f"{f['decoded']} | {f['passed']} | {f['unique']} | {f['kept']} | "
+                     f"{'all' if f['target'] is None else f['target']} | {f['reached']} |" for f in funnel)
     create_markdown_artifact(
         key="curate-funnel",
-        markdown="## Curation funnel\n\n| source | rows | selected | downloaded | decoded | kept |\n"
-                 f"|---|---|---|---|---|---|\n{rows}\n")
+        markdown="## Curation funnel\n\n| source | rows | selected | downloaded | decoded | passed | unique "
+                 "| kept | quota target | reached |\n"
+                 f"|---|---|---|---|---|---|---|---|---|---|\n{rows}\n")
     return funnel
 
 

@@ -207,14 +207,26 @@ class Curation(Section):
         return self
 
 
-class T2IData(Section):
-    """The text-image subset (supplement G.2): resolution > 512, aesthetic > 5.5, per-source quotas."""
+class SubsetRule(Section):
+    """One source's T2I-subset thresholds; ``None`` turns a rule off (the source passes whole)."""
 
-    min_side: PosInt = 512
-    aesthetic_min: float = 5.5
+    min_side: PosInt | None = 512
+    aesthetic_min: float | None = 5.5
+
+
+class T2IData(Section):
+    """The text-image subset (supplement G.2): LAION and COYO at resolution > 512 and aesthetic
+    > 5.5; SAM, JourneyDB and ImageNet-1K taken whole (``sources``); per-source quotas."""
+
+    min_side: PosInt | None = 512    # the default rule, for sources not named in ``sources``
+    aesthetic_min: float | None = 5.5
+    sources: dict[str, SubsetRule] = {}  # source name -> its own rule
     quotas: dict[str, PosInt] = {}  # source name -> rows at most (a seeded sample); absent: all
     seed: int = 0
     long_caption_ratio: Prob = 0.95  # DALL-E 3: long captions mixed with the raw ones
+
+    def rule(self, source: str) -> SubsetRule:
+        return self.sources.get(source, SubsetRule(min_side=self.min_side, aesthetic_min=self.aesthetic_min))
 
 
 class Captioner(Section):

@@ -13,7 +13,7 @@ from safetensors import safe_open
 from lumos.caption.captions import caption_subset
 from lumos.caption.mixing import CaptionMixer
 from lumos.caption.subset import select_t2i
-from lumos.config import T2IData, TextEncoder
+from lumos.config import SubsetRule, T2IData, TextEncoder
 from lumos.curation.catalog import query
 from lumos.data.text_features import extract_text_features
 from lumos.encoders.t5 import T5TextEncoder
@@ -51,6 +51,14 @@ def test_t2i_subset_applies_resolution_aesthetic_and_quota(curated, tmp_path):
     assert quota["selected"] == 7 == again["selected"]
     uids = lambda d: duckdb.sql(f"SELECT list(uid ORDER BY uid) FROM '{tmp_path / d}/subset.parquet'").fetchall()[0][0]  # noqa: E731
     assert uids("q") == uids("q2") and set(uids("q")) <= {r["uid"] for r in rows}
+    # G.2 per source: a source whose rule is off passes whole (SAM, JourneyDB, ImageNet-1K)
+    whole = select_t2i(run.catalog, T2IData(sources={"mw": SubsetRule(min_side=None, aesthetic_min=None)}),
+                       tmp_path / "whole")
+    assert whole["selected"] == query("SELECT count(*) FROM images", run.catalog).fetchall()[0][0] > expected
+    strict = select_t2i(run.catalog, T2IData(sources={"mw": SubsetRule(min_side=700, aesthetic_min=None)}),
+                        tmp_path / "strict")
+    assert strict["selected"] == query("SELECT count(*) FROM images WHERE least(width, height) > 700",
+                                       run.catalog).fetchall()[0][0]
 
 
 @pytest.fixture(scope="module")
