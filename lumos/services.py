@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -52,12 +51,6 @@ def _state_file(root: Path | str) -> Path:
     return state_dir(root) / "services.json"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def healthy(api_url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{api_url}/health", timeout=5) as resp:
@@ -82,15 +75,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _ray_up(address: str) -> bool:
-    host, port = address.rsplit(":", 1)
-    try:
-        with socket.create_connection((host, int(port)), timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 def read(root: Path | str = ".") -> Services | None:
@@ -145,15 +129,13 @@ def start(root: Path | str = ".", ray: bool | None = None, serve: bool = True,
     _wait("the Prefect server", lambda: healthy(api_url), STARTUP_S, log, services.pids["server"])
     if ray is None:
         ray = os.environ.get("LUMOS_NO_RAY", "0") != "1" and shutil.which("ray", path=str(bindir)) is not None
-    if ray:
-        services.ray_address = f"127.0.0.1:{_free_port()}"
-        log = state / "ray.log"
-        services.pids["ray"] = _spawn(
-            [str(bindir / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-             f"--port={services.ray_address.rsplit(':', 1)[1]}", "--include-dashboard=false",
-             "--disable-usage-stats"], log, env, root)
+    if ray:  # the data plane's own starter (lumos/runtime/ray.py), its address kept here too
+        from lumos.runtime.ray import start_local_ray
+
+        ray_file = state / "ray.json"
+        services.ray_address = start_local_ray(address_file=ray_file, timeout_s=STARTUP_S)
+        services.pids["ray"] = json.loads(ray_file.read_text())["pid"]
         _save(root, services)
-        _wait("the local Ray head", lambda: _ray_up(services.ray_address), STARTUP_S, log, services.pids["ray"])
     env["RAY_ADDRESS"] = services.ray_address or ""
     if not services.ray_address:
         del env["RAY_ADDRESS"]
