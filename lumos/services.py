@@ -187,6 +187,7 @@ def stop(root: Path | str = ".") -> list[str]:
             pass
         stopped.append(f"{name} ({pid})")
     file.unlink(missing_ok=True)
+    (state_dir(root) / "ray.json").unlink(missing_ok=True)
     return stopped
 
 
