@@ -15,6 +15,10 @@ LOOPBACK_ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "GRADIO_ANALYTICS_ENABLED": "False",  # the demo (lumos demo): no usage reports, no version check
+    "RAY_USAGE_STATS_ENABLED": "0",
+    # Ray 2.60 turns token auth on by itself once ~/.ray/auth_token exists, but a client that was
+    # not told so connects without the token and `ray start` heads refuse it: say it explicitly.
+    "RAY_AUTH_MODE": "token",
     # The temporary Prefect server needs more than the default 20 s to start on 2 busy cores.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
 }
