@@ -110,7 +110,10 @@ def test_families_read_the_backbones_last_normed_tokens(images):
     """CLS and patches are where each library puts them (after the final norm)."""
     dino = build_vision_encoder(vcfg("dino", "all"))
     h = dino.backbone(pixel_values=dino.preprocess(images)).last_hidden_state
-    torch.testing.assert_close(dino(images), h)
+    cls = torch.nn.functional.normalize(h[:, :1], dim=-1)  # normalize_cls, on as released
+    torch.testing.assert_close(dino(images), torch.cat([cls, h[:, 1:]], dim=1))
+    raw = build_vision_encoder(vcfg("dino", "all", normalize_cls=False))
+    torch.testing.assert_close(raw(images), h)
 
     moco = build_vision_encoder(vcfg("mocov3", "all"))
     feats = moco.backbone.forward_features(moco.preprocess(images))
@@ -131,7 +134,8 @@ def test_dinov2_register_tokens_are_skipped(images):
     out = enc(images)
     h = model(pixel_values=enc.preprocess(images)).last_hidden_state  # CLS, 4 registers, 16 patches
     assert h.shape[1] == 21 and out.shape == (3, 17, 32)
-    torch.testing.assert_close(out, torch.cat([h[:, :1], h[:, 5:]], dim=1))
+    cls = torch.nn.functional.normalize(h[:, :1], dim=-1)
+    torch.testing.assert_close(out, torch.cat([cls, h[:, 5:]], dim=1))
 
 
 # ----------------------------------------------------------------------------- pretrained paths

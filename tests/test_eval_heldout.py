@@ -18,7 +18,9 @@ from lumos.video.webvid import read_msrvtt, read_ucf101
 
 @pytest.fixture(scope="module")
 def world(params, tmp_path_factory):
-    cfg = params.active.mini_world.model_copy(update={"n_images": 60, "clips": 8, "meshes": 3, "heldout": 4})
+    mixture = params.active.mini_world.mixture.model_copy(update={"imagenet": 4, "coyo": 4, "coyo_near_duplicates": 0})
+    cfg = params.active.mini_world.model_copy(update={"n_images": 60, "clips": 8, "meshes": 3, "heldout": 4,
+                                                      "mixture": mixture})
     root = tmp_path_factory.mktemp("heldout") / "mw"
     build_mini_world(cfg, root)
     return root

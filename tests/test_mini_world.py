@@ -25,7 +25,8 @@ def _tree_digest(root: Path) -> dict[str, str]:
 
 
 def _small(cfg, **update):
-    return cfg.model_copy(update={"n_images": 40, **update})
+    mixture = cfg.mixture.model_copy(update={"imagenet": 4, "coyo": 4, "coyo_near_duplicates": 0})
+    return cfg.model_copy(update={"n_images": 40, "mixture": mixture, "heldout": 3, **update})
 
 
 def test_same_seed_same_bytes_other_seed_other_world(params, tmp_path):

@@ -20,7 +20,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from lumos.config import VAE, Aesthetic, ScoreSettings, VisionEncoder
+ROOT = Path(__file__).resolve().parents[1]
+
+from lumos.config import VAE, Aesthetic, ScoreSettings, VisionEncoder, load_params
 from lumos.curation.catalog import build_catalog
 from lumos.curation.score import score_source
 from lumos.data.extract import extract_features
@@ -118,7 +120,8 @@ def _catalog(tmp_path: Path, dl: Path) -> Path:
     empty = "SELECT 'x' uid, 's' source, 'u' url, 'keep' stage, 'r' reason WHERE false"
     con.execute(f"COPY ({empty}) TO '{keep / 'rejects.parquet'}' (FORMAT parquet)")
     con.execute(f"COPY ({empty}) TO '{select / 'rejects.parquet'}' (FORMAT parquet)")
-    build_catalog(tmp_path / "select", tmp_path / "keep", tmp_path / "catalog.duckdb")
+    build_catalog(tmp_path / "select", tmp_path / "keep", tmp_path / "catalog.duckdb",
+                  load_params(ROOT / "params.yaml").active.curation)  # source "s": no quota, no rule
     return tmp_path / "catalog.duckdb"
 
 

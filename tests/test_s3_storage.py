@@ -69,7 +69,7 @@ def test_curation_and_features_with_datasets_on_a_bucket(tmp_path, params, bucke
     stats = keep_source(tmp_path / "select" / "mw" / "selected.parquet", download, scores,
                         tmp_path / "keep" / "mw", cfg.keep)
     assert stats["kept"] > 0
-    build_catalog(tmp_path / "select", tmp_path / "keep", tmp_path / "catalog.duckdb")
+    build_catalog(tmp_path / "select", tmp_path / "keep", tmp_path / "catalog.duckdb", cfg)
     shards = [r[0] for r in query("SELECT DISTINCT shard FROM images", tmp_path / "catalog.duckdb").fetchall()]
     assert shards and all(s.startswith(f"{download}/shards/") for s in shards)
 
