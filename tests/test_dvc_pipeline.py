@@ -12,6 +12,8 @@ import yaml
 
 from conftest import copy_project, free_port
 
+pytestmark = pytest.mark.timeout(1800)  # the first test runs the whole tiny pipeline
+
 
 def _run(args: list[str], cwd: Path, env: dict) -> str:
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)

@@ -30,7 +30,7 @@ def stack(tmp_path_factory):
     env.update(LUMOS_PREFECT_PORT=str(port), LUMOS_PREFECT_STATE=str(root / ".prefect-local"),
                PREFECT_API_URL=f"http://127.0.0.1:{port}/api")
     try:
-        subprocess.run(["bash", "scripts/prefect-up.sh"], cwd=root, env=env, check=True,
+        subprocess.run(["bash", "scripts/prefect-up.sh", "--no-stage-server"], cwd=root, env=env, check=True,
                        capture_output=True, text=True, timeout=420)
         yield root, env
     finally:
