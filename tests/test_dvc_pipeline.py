@@ -102,7 +102,9 @@ def test_transfer_tasks_fine_tune_from_the_prior_and_write_samples(project):
     _run(["dvc", "repro"], root, env)
     t2i = json.loads((root / "models/t2i/summary.json").read_text())
     assert t2i["prior"] == "i2i" and len(t2i["stages"]) == 4
-    assert t2i["stages"][0]["transfer"]["initialised"] == 5  # the condition projection + null token
+    # the condition projection (y_proj: 2 weights, 2 biases) + null token, re-initialised for T5,
+    # and the lumos backbone's fixed sin-cos position table of the T2I latent size (the child's own)
+    assert t2i["stages"][0]["transfer"]["initialised"] == 6
     assert all(s["transfer"]["initialised"] == 0 for s in t2i["stages"][1:])  # each stage resumes the last
     grids = sorted(p.name for p in (root / "samples/t2i").glob("grid-*.png"))
     assert grids == ["grid-48x80.png", "grid-64x64.png"]  # two aspect ratios (t2i.sample)

@@ -44,7 +44,8 @@ def laion_run(stack):
     proc = subprocess.run(["prefect", "deployment", "run", "curate/curate-laion", "--watch",
                            "--watch-timeout", "400"],
                           cwd=root, env=env, capture_output=True, text=True, timeout=450)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    log = root / ".prefect-local" / "serve.log"  # the flow run's own output: what failed
+    assert proc.returncode == 0, proc.stdout + proc.stderr + (log.read_text()[-4000:] if log.exists() else "")
     runs = _post(f"{env['PREFECT_API_URL']}/flow_runs/filter",
                  {"flow_runs": {"parent_task_run_id": {"is_null_": True}}})
     (run,) = [r for r in runs if r["deployment_id"]]
