@@ -8,7 +8,9 @@ Clones the repository's HEAD into a temporary folder, starts its services there
 the top-level flow runs' run time (each flow's body: the library's work); everything else in the
 wall time is overhead: process start and imports, the Prefect client, DVC's hashing and
 locking. `--baseline` also runs the same repro without the stage server (each stage a fresh
-Python), side by side. Last line: `RESULT overhead_fraction=<x>` (target < 0.15).
+Python), side by side. `--api URL --wall S` measures a run that already happened instead (e.g. a
+timed `bash run.sh` against a fresh server). Last line: `RESULT overhead_fraction=<x>` (target
+< 0.15).
 """
 
 from __future__ import annotations
@@ -100,10 +102,33 @@ def report(label: str, result: dict) -> None:
         print(f"  {name:24s} {seconds:7.1f} s")
 
 
+def existing_run(api: str, wall: float) -> dict:
+    """The split of a `dvc repro` that already ran against ``api`` (e.g. `bash run.sh`, timed)."""
+    names = flow_names(api)
+    per_stage: dict[str, float] = {}
+    for run in flow_runs(api):
+        if run["state_type"] == "COMPLETED" and names.get(run["flow_id"]) != "lumos-pipeline":
+            name = names.get(run["flow_id"], run["name"])
+            per_stage[name] = per_stage.get(name, 0.0) + float(run["total_run_time"] or 0.0)
+    work = sum(per_stage.values())
+    return {"wall_s": wall, "stage_work_s": work, "stages": len(per_stage), "per_stage_s": per_stage,
+            "overhead_fraction": 1 - work / wall}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", action="store_true", help="also run without the stage server")
+    parser.add_argument("--api", help="measure a finished run on this Prefect API instead (its server's "
+                                      "only run), with --wall its timed wall seconds")
+    parser.add_argument("--wall", type=float, help="wall seconds of that run's `dvc repro`")
     args = parser.parse_args()
+    if args.api:
+        if not args.wall:
+            parser.error("--api needs --wall")
+        result = existing_run(args.api, args.wall)
+        report("the timed run", result)
+        print(f"RESULT overhead_fraction={result['overhead_fraction']:.3f}")
+        return
     warm = one_run(stage_server=True)
     report("with the warm stage server", warm)
     if args.baseline:
