@@ -105,7 +105,11 @@ def test_transfer_tasks_fine_tune_from_the_prior_and_write_samples(project):
     # the condition projection (y_proj: 2 weights, 2 biases) + null token, re-initialised for T5,
     # and the lumos backbone's fixed sin-cos position table of the T2I latent size (the child's own)
     assert t2i["stages"][0]["transfer"]["initialised"] == 6
-    assert all(s["transfer"]["initialised"] == 0 for s in t2i["stages"][1:])  # each stage resumes the last
+    # each stage resumes the last: every tensor of the stage before is carried over, none widened
+    # (what a later stage initialises is its own position table and, multi-aspect, size embedding)
+    carried = [s["transfer"]["copied"] for s in t2i["stages"]]
+    assert all(b >= a for a, b in zip(carried, carried[1:]))
+    assert all(s["transfer"]["widened"] == 0 for s in t2i["stages"])
     grids = sorted(p.name for p in (root / "samples/t2i").glob("grid-*.png"))
     assert grids == ["grid-48x80.png", "grid-64x64.png"]  # two aspect ratios (t2i.sample)
     assert len(list((root / "samples/nvs").glob("strip-*.png"))) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,9 @@ def test_local_ray_head_starts_is_found_and_stops(tmp_path):
     finally:
         assert stop_local_ray(file)
     assert local_ray_address(file) is None and not file.exists()
+    deadline = time.monotonic() + 15  # a SIGKILLed group takes a moment to go on a busy machine
+    while _live_members(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not _live_members(pid)  # the head's whole process group is gone (zombies aside: this
     # machine's init may not reap the raylet and GCS once their parent is gone)
 

@@ -3,6 +3,7 @@ streamed in bounded batches, and a worker killed mid-stage loses or duplicates n
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -111,11 +112,13 @@ def _catalog(tmp_path: Path, dl: Path) -> Path:
             if i in (1, 2):
                 continue
             key = f"{tar.stem}{i:04d}"
-            rows.append((key, "s", str(tar), f"{key}.jpg", 96, 96, 6.0, "c", "kept", f"u{key}", "http://x"))
+            rows.append((key, "s", str(tar), f"{key}.jpg", 96, 96, 6.0, "c", "kept", f"u{key}", "http://x",
+                         int.from_bytes(hashlib.sha256(key.encode()).digest()[:8])))  # random: no near-dups
     con = duckdb.connect()
     con.execute("CREATE TABLE k (key VARCHAR, source VARCHAR, shard VARCHAR, member VARCHAR, width BIGINT, "
-                "height BIGINT, aesthetic DOUBLE, caption VARCHAR, status VARCHAR, uid VARCHAR, url VARCHAR)")
-    con.executemany("INSERT INTO k VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                "height BIGINT, aesthetic DOUBLE, caption VARCHAR, status VARCHAR, uid VARCHAR, url VARCHAR, "
+                "phash UBIGINT)")
+    con.executemany("INSERT INTO k VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
     con.execute(f"COPY k TO '{keep / 'kept.parquet'}' (FORMAT parquet)")
     empty = "SELECT 'x' uid, 's' source, 'u' url, 'keep' stage, 'r' reason WHERE false"
     con.execute(f"COPY ({empty}) TO '{keep / 'rejects.parquet'}' (FORMAT parquet)")

@@ -116,6 +116,8 @@ def stop_local_ray(address_file: Path | str = ADDRESS_FILE, timeout_s: float = 3
             os.killpg(pid, 0)
             time.sleep(0.2)
         os.killpg(pid, signal.SIGKILL)  # still there after timeout_s
+        if head is not None:
+            head.wait(10)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         pass
     address_file.unlink(missing_ok=True)
