@@ -40,6 +40,17 @@ def mini_world(params, tmp_path_factory):
     return cfg, root, manifest
 
 
+def perturbed(model, seed: int = 1):
+    """Random non-zero values everywhere, so a copy can't pass by accident (e.g. zero-init layers)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
 def dvc_outputs(dvc_yaml: Path) -> set[str]:
     """Every path dvc.yaml declares as a stage output (outs, metrics, plots): the run's products,
     which the workspace may hold after `bash run.sh` and a copy of the project must not."""

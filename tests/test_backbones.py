@@ -18,22 +18,16 @@ from lumos.models import CONDITION_PARAMETERS, BACKBONES, ConditionedDiT, NVSDiT
 from lumos.sample.i2v import image_to_video_latents
 from lumos.tasks.priors import init_from
 
+from conftest import perturbed
+
 ARGS = {"variant": "tiny", "latent_channels": 4, "latent_size": 8, "condition_dim": 24, "condition_tokens": 1,
         "learn_sigma": True}
-
-
-def _perturbed(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return model.eval()
 
 
 def _checkpoint(tmp_path, backbone: str):
     torch.manual_seed(0)
     args = {**ARGS, "backbone": backbone}
-    model = _perturbed(ConditionedDiT(**args))
+    model = perturbed(ConditionedDiT(**args))
     ckpt = tmp_path / backbone / "step-0000010"
     ckpt.mkdir(parents=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
@@ -93,7 +87,7 @@ def test_nvs_and_i2v_equal_the_prior_at_step_zero(tmp_path, backbone):
 
 
 def test_i2v_sampling_with_learned_variance_keeps_the_first_frame():
-    video = _perturbed(VideoDiT(max_frames=16, **{**ARGS, "backbone": "lumos"}))
+    video = perturbed(VideoDiT(max_frames=16, **{**ARGS, "backbone": "lumos"}))
     first = torch.randn(1, 4, 8, 8)
     z = image_to_video_latents(video, first, torch.randn(1, 1, 24), 3, Diffusion(sample_steps=3, cfg_scale=2.0), 0)
     assert z.shape == (1, 3, 4, 8, 8) and torch.equal(z[:, 0], first) and torch.isfinite(z).all()
@@ -170,7 +164,7 @@ def test_hybrid_loss_trains_the_variance_but_not_the_mean_through_vlb():
 
 def test_multi_aspect_size_embedding():
     torch.manual_seed(0)
-    model = _perturbed(ConditionedDiT(**{**ARGS, "backbone": "lumos", "size_conditioning": True}))
+    model = perturbed(ConditionedDiT(**{**ARGS, "backbone": "lumos", "size_conditioning": True}))
     assert any(k.startswith("transformer.csize_embedder.") for k in model.state_dict())
     z = torch.randn(1, 4, 8, 12)
     with torch.no_grad():

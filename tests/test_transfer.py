@@ -18,22 +18,15 @@ from lumos.sample.i2v import image_to_video_latents
 from lumos.tasks.priors import init_from, prior_checkpoint
 from lumos.train.lineage import dataset_versions
 
+from conftest import perturbed
+
 ARGS = {"variant": "tiny", "latent_channels": 4, "latent_size": 8, "condition_dim": 24, "condition_tokens": 1}
-
-
-def _perturbed(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
-    """Random non-zero values everywhere, so a copy can't pass by accident (e.g. zero-init layers)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
-    return model.eval()
 
 
 @pytest.fixture
 def i2i_checkpoint(tmp_path):
     torch.manual_seed(0)
-    model = _perturbed(ConditionedDiT(**ARGS))
+    model = perturbed(ConditionedDiT(**ARGS))
     ckpt = tmp_path / "models/i2i/checkpoints/step-0000010"
     ckpt.mkdir(parents=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
@@ -112,7 +105,7 @@ def test_i2v_at_step_zero_is_the_per_frame_i2i_model(i2i_checkpoint):
 
 def test_first_frame_stays_fixed_through_i2v_sampling():
     torch.manual_seed(0)
-    video = _perturbed(VideoDiT(max_frames=16, **ARGS))
+    video = perturbed(VideoDiT(max_frames=16, **ARGS))
     first = torch.randn(2, 4, 8, 8)
     seen = []
     z = image_to_video_latents(video, first, torch.randn(2, 1, 24), 6,
