@@ -60,6 +60,7 @@ def hand_over(module: str, args: list[str]) -> None:
             break
         except InterruptedError:
             continue
-        except (OSError, ValueError):
-            os._exit(1)  # the server died mid-stage: fail the stage, DVC reruns it next time
+        except (OSError, ValueError) as err:  # the server died mid-stage: fail the stage, DVC reruns it
+            print(f"stage server: lost the stage (pid {pid}) before it finished: {err}", file=sys.stderr)
+            os._exit(1)
     os._exit(done["exit"])
