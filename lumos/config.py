@@ -494,6 +494,14 @@ class VideoProtocol(Section):
     resolution: PosInt = 256
 
 
+class ObjectProtocol(Section):
+    """Table 4's NVS protocol: held-out 3D objects (Google Scanned Objects' per-object folders,
+    ``<name>/meshes/model.obj`` + texture) rendered at the GSO cameras, and how many are read."""
+
+    reference: str  # folder of per-object folders
+    samples: PosInt = 30  # objects evaluated (first by name)
+
+
 class Alignment(Section):
     """Strict mini-world alignment (lumos/eval/alignment.py): the objects found per 3x3 grid cell
     must be exactly the shapes the caption names (count, colour, position, shape)."""
@@ -520,7 +528,9 @@ class Eval(Section):
     lpips_backbone: str | None = None  # torchvision ImageNet weights file; None: random backbone
     images: dict[str, ImageProtocol] = {}  # e.g. coco30k (T2I), imagenet (I2I)
     videos: dict[str, VideoProtocol] = {}  # e.g. ucf101, msrvtt
+    objects: dict[str, ObjectProtocol] = {}  # e.g. gso (NVS, Table 4)
     alignment: Alignment = Alignment()
+    every: PosInt | None = None  # held-out metric every N saved checkpoints during training; None: off
 
 
 # --------------------------------------------------------------------------- scale-out

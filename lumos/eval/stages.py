@@ -4,8 +4,10 @@ under metrics/ (what `dvc metrics show` lists and `lumos report` lays out like t
     metrics/i2i.json   {"imagenet": ...}: FID/KID of I2I variations of held-out ImageNet val images
     metrics/t2i.json   {"coco30k": ...}: FID/KID of samples of held-out COCO captions vs. their
                        images, CLIP score, strict mini-world alignment (stand-in only)
-    metrics/nvs.json   PSNR/SSIM/LPIPS per elevation at the GSO cameras (Table 4; training objects: open)
-    metrics/i2v.json   {"webvid": ...}: FVD/KVD/PIC on the WebVid training clips (held-out UCF-101/MSR-VTT: open)
+    metrics/nvs.json   {"gso": ...}: PSNR/SSIM/LPIPS per elevation of held-out GSO objects at the GSO
+                       cameras (Table 4), rendered into datasets/heldout-renders/gso
+    metrics/i2v.json   {"ucf101": ..., "msrvtt": ...}: FVD/KVD/PIC of clips generated from the held-out
+                       clips' first frames (Table 5)
 
 References are read only from ``eval.images``/``eval.videos`` (lumos/eval/references.py):
 held-out sets, the real benchmarks in the paper profile, the mini-world's stand-ins in the tiny
@@ -28,13 +30,11 @@ from lumos.data.extract import square_crop
 from lumos.eval.alignment import TAGS, alignment_scores
 from lumos.eval.features import image_extractor, video_extractor
 from lumos.eval.references import benchmark, coco_prompts, imagenet_val
-from lumos.eval.image_metrics import ClipScorer, clip_score, fid_kid, lpips_model, nvs_metrics
-from lumos.eval.video_metrics import video_metrics
+from lumos.eval.image_metrics import ClipScorer, clip_score, fid_kid, lpips_model
 from lumos.io import atomic_write_text
-from lumos.render.pairs import composite
-from lumos.video.webvid import iter_samples
 
 METRICS = Path("metrics")
+HELDOUT_RENDERS = Path("datasets/heldout-renders")  # held-out objects at the GSO cameras
 
 
 def _write(path: Path, metrics: dict) -> dict:
@@ -58,10 +58,6 @@ def _images(profile: Profile) -> torch.nn.Module:
 
 def _lpips(profile: Profile) -> torch.nn.Module:
     return lpips_model(profile.eval.lpips_net, profile.eval.lpips_backbone, profile.eval.seed)
-
-
-def _read_png(path: Path) -> torch.Tensor:
-    return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
 
 
 def _protocol(profile: Profile, name: str):
@@ -137,38 +133,81 @@ def run_evaluate_t2i(profile: Profile, models: Path = Path("models/t2i"), out: P
     return _write(out / "t2i.json", {"coco30k": entry, "prior": _prior(models), "checkpoint": str(ckpt)})
 
 
-def run_evaluate_nvs(profile: Profile, samples: Path = Path("samples/nvs"),
-                     renders: Path = Path("datasets/renders/gso"), out: Path = METRICS) -> dict:
-    """Every GSO-protocol view but the input one, predicted vs. rendered, per elevation."""
-    manifest = json.loads((samples / "manifest.json").read_text())
-    preds, targets, elevations = [], [], []
-    for obj in manifest["objects"]:
-        cams = json.loads((renders / obj["uid"] / "cameras.json").read_text())["views"]
-        for i, cam in enumerate(cams):
-            if i == manifest["input_view"]:
-                continue
-            preds.append(_read_png(samples / obj["uid"] / f"{i:03d}.png"))
-            rgba = np.asarray(Image.open(renders / obj["uid"] / cam["image"]).convert("RGBA"))
-            targets.append(torch.from_numpy((composite(rgba) * 255).round().astype(np.uint8)).permute(2, 0, 1))
-            elevations.append(cam["elevation_deg"])
-    rows = nvs_metrics(torch.stack(preds), torch.stack(targets), elevations, _lpips(profile))
-    return _write(out / "nvs.json", {**rows, "objects": len(manifest["objects"]), "prior": _prior(Path("models/nvs")),
-                                     "reference": f"{renders} (training objects at the GSO cameras, NOT held out)"})
+def _object_protocol(profile: Profile, name: str):
+    try:
+        return profile.eval.objects[name]
+    except KeyError:
+        raise KeyError(f"eval.objects has no {name!r} protocol (the held-out objects to read)") from None
 
 
-def run_evaluate_i2v(profile: Profile, samples: Path = Path("samples/i2v"),
-                     clips: Path = Path("datasets/clips/webvid"), out: Path = METRICS) -> dict:
-    """Generated clips vs. the clips whose first frames they started from (FVD/KVD), and each
-    generated frame vs. that first frame (PIC)."""
-    manifest = json.loads((samples / "manifest.json").read_text())
-    keys = [c["key"] for c in manifest["clips"]]
-    ref = {k: frames for k, frames, _ in iter_samples(clips) if k in set(keys)}
-    gen = torch.from_numpy(np.stack([np.load(samples / f"{k}.npy") for k in keys])).permute(0, 1, 4, 2, 3)
-    real = torch.from_numpy(np.stack([ref[k] for k in keys])).permute(0, 1, 4, 2, 3)
-    e = profile.eval
-    extractor = video_extractor(e.i3d_weights, e.feature_dim, profile.i2v.resolution, e.seed)
-    m = video_metrics(gen, real, real[:, 0], extractor, _lpips(profile), kid_subsets=e.kid_subsets,
-                      kid_subset_size=_kid_size(profile, len(keys)))
-    # stored under the set actually read: the training clips (held-out UCF-101/MSR-VTT: issue 17, open)
-    entry = benchmark(clips, len(keys), "WebVid training clips, NOT held out", **{k: m[k] for k in ("fvd", "kvd", "pic")})
-    return _write(out / "i2v.json", {"webvid": entry, "clips": len(keys), "prior": _prior(Path("models/i2v"))})
+def _video_protocol(profile: Profile, name: str):
+    try:
+        return profile.eval.videos[name]
+    except KeyError:
+        raise KeyError(f"eval.videos has no {name!r} protocol (the held-out clips to read)") from None
+
+
+def run_evaluate_nvs(profile: Profile, models: Path = Path("models/nvs"), renders: Path = HELDOUT_RENDERS,
+                     out: Path = METRICS) -> dict:
+    """Table 4: held-out GSO objects (never an Objaverse training object) rendered at the GSO
+    cameras through render-objaverse's renderer, each predicted from its condition view."""
+    from lumos.encoders import build_vae, build_vision_encoder
+    from lumos.eval.nvs_heldout import check_not_training, evaluate_objects, gso_objects, render_heldout
+    from lumos.render.stages import read_object_list, renderer_for
+    from lumos.sample.i2i import load_model
+    from lumos.train.loop import latest_checkpoint
+
+    ckpt = latest_checkpoint(models)
+    if ckpt is None:
+        raise FileNotFoundError(f"no finished NVS checkpoint in {models}: run train-nvs first")
+    proto = _object_protocol(profile, "gso")
+    objects = gso_objects(proto.reference, proto.samples)
+    check_not_training(list(objects), list(read_object_list(profile.nvs.objects)))
+    rendered = render_heldout(objects, renders / "gso", profile.nvs, renderer_for(profile.nvs))
+    model, _ = load_model(ckpt)
+    rows = evaluate_objects(model, build_vae(profile.vae), build_vision_encoder(profile.vision_encoder), rendered,
+                            profile.diffusion, profile.sample.seed, _lpips(profile))
+    n_az, elev = profile.nvs.eval_azimuths, profile.nvs.eval_elevations_deg
+    entry = benchmark(proto.reference, len(objects),
+                      f"Table 4: {n_az} azimuths x elevations {elev}, condition view azimuth 0 at {elev[0]:g} deg, "
+                      f"PSNR/SSIM/LPIPS per elevation over the other views", **rows)
+    entry["objects"] = list(objects)
+    return _write(out / "nvs.json", {"gso": entry, "prior": _prior(models), "checkpoint": str(ckpt)})
+
+
+def run_evaluate_i2v(profile: Profile, models: Path = Path("models/i2v"), out: Path = METRICS) -> dict:
+    """Table 5: each held-out UCF-101 / MSR-VTT clip's first frame -> a clip; FVD/KVD vs. the
+    held-out clips, PIC vs. the first frame. Clips are streamed (lumos/eval/i2v_heldout.py)."""
+    from lumos.encoders import build_vae, build_vision_encoder
+    from lumos.eval.i2v_heldout import evaluate_clips, heldout_rows
+    from lumos.sample.i2i import load_model
+    from lumos.sample.i2v import image_to_video_latents
+    from lumos.train.loop import latest_checkpoint
+
+    ckpt = latest_checkpoint(models)
+    if ckpt is None:
+        raise FileNotFoundError(f"no finished I2V checkpoint in {models}: run train-i2v first")
+    if not profile.eval.videos:
+        raise ValueError("eval.videos names no held-out video benchmark (ucf101, msrvtt)")
+    model, _ = load_model(ckpt)
+    vae, encoder = build_vae(profile.vae), build_vision_encoder(profile.vision_encoder)
+    side = profile.i2v.resolution  # the model's training resolution
+
+    @torch.no_grad()
+    def generate(first: torch.Tensor, frames: int, seed: int) -> torch.Tensor:
+        x = torch.nn.functional.interpolate(first[None], size=side, mode="bilinear", antialias=True).clamp(0, 1)
+        mean, _ = vae.encode(x * 2 - 1)
+        z = image_to_video_latents(model, mean.float(), encoder(x).float(), frames, profile.diffusion, seed)
+        return (vae.decode(z[0]).clamp(-1, 1) + 1) / 2
+
+    e, result = profile.eval, {"prior": _prior(models), "checkpoint": str(ckpt)}
+    for name, proto in e.videos.items():
+        extractor = video_extractor(e.i3d_weights, e.feature_dim, proto.resolution, e.seed)
+        m = evaluate_clips(heldout_rows(name, proto.reference), proto.samples, proto, generate, extractor,
+                           _lpips(profile), profile.sample.seed, e.kid_subsets, e.kid_subset_size)
+        result[name] = benchmark(proto.reference, len(m["keys"]),
+                                 f"Table 5, zero-shot: first frame of each clip -> {proto.frames} frames at an "
+                                 f"interval of {proto.frame_interval}, {proto.resolution} px; FVD/KVD vs. the clips, "
+                                 f"PIC (1 - LPIPS) vs. the first frame",
+                                 fvd=m["fvd"], kvd=m["kvd"], pic=m["pic"], skipped=m["skipped"])
+    return _write(out / "i2v.json", result)

@@ -1,0 +1,141 @@
+"""evaluate-nvs and evaluate-i2v on held-out sets (issue 17, Tables 4-5): the GSO per-object
+folders rendered at the GSO cameras, UCF-101 / MSR-VTT clips streamed one at a time, with tiny
+real models (the project's DiTs, the tiny VAE and vision encoder of the tiny profile)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from lumos.demo.heldout import build_heldout
+from lumos.encoders import build_vae, build_vision_encoder
+from lumos.models import NVSDiT, VideoDiT
+
+from conftest import perturbed
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval17") / "mini-world" / "heldout"  # a stand-in path
+    manifest = build_heldout(root, n=4, seed=0)
+    return root, manifest
+
+
+def _checkpoint(root, model_class: str, model, args: dict):
+    ckpt = root / "checkpoints" / "step-0000001"
+    ckpt.mkdir(parents=True)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(ckpt / "model.safetensors"))
+    save_file(state, str(ckpt / "ema.safetensors"))
+    (ckpt / "config.json").write_text(json.dumps({"model_class": model_class, "model_args": args}))
+    (ckpt / "DONE").write_text("1")
+    (root / "summary.json").write_text(json.dumps({"prior": "i2i"}))
+    return ckpt
+
+
+def _args(profile, side: int, **extra) -> dict:
+    x = torch.rand(1, 3, side, side)
+    mean, _ = build_vae(profile.vae).encode(x * 2 - 1)
+    cond = build_vision_encoder(profile.vision_encoder)(x)
+    return {"variant": "tiny", "latent_channels": mean.shape[1], "latent_size": mean.shape[-1],
+            "condition_dim": cond.shape[-1], "condition_tokens": cond.shape[1], **extra}
+
+
+def _profile(params, heldout_root, tmp_path, training_uids=("objaverse-000",)):
+    p = params.active
+    objects = tmp_path / "objects.json"
+    objects.write_text(json.dumps({uid: f"{uid}.glb" for uid in training_uids}))
+    ev = p.eval.model_copy(update={
+        "objects": {"gso": p.eval.objects["gso"].model_copy(update={"reference": str(heldout_root / "gso")})},
+        "videos": {k: v.model_copy(update={"reference": str(heldout_root / k), "samples": 3})
+                   for k, v in p.eval.videos.items()},
+        "kid_subsets": 2})
+    return p.model_copy(update={"eval": ev, "nvs": p.nvs.model_copy(update={"objects": str(objects)}),
+                                "diffusion": p.diffusion.model_copy(update={"sample_steps": 2})})
+
+
+def test_evaluate_nvs_renders_heldout_gso_objects_and_scores_per_elevation(params, heldout, tmp_path):
+    from lumos.eval.stages import run_evaluate_nvs
+
+    root, manifest = heldout
+    profile = _profile(params, root, tmp_path)
+    args = _args(profile, profile.nvs.resolution)
+    torch.manual_seed(0)
+    _checkpoint(tmp_path / "models/nvs", "nvs", perturbed(NVSDiT(**args)), args)
+    renders = tmp_path / "renders"
+    m = run_evaluate_nvs(profile, tmp_path / "models/nvs", renders, tmp_path / "metrics")
+    gso = m["gso"]
+    assert gso["objects"] == sorted(manifest["gso_objects"])[:2] and gso["samples"] == 2
+    assert gso["stand_in"] is True and gso["reference"] == str(root / "gso")
+    n_az = profile.nvs.eval_azimuths
+    assert gso["elevation_0"]["views"] == 2 * (n_az - 1)  # the condition view is not a target
+    assert gso["elevation_30"]["views"] == 2 * n_az
+    for row in (gso["elevation_0"], gso["elevation_30"]):
+        assert 0 < row["psnr"] < 60 and -1 <= row["ssim"] <= 1 and row["lpips"] >= 0
+    assert json.loads((tmp_path / "metrics/nvs.json").read_text())["gso"]["samples"] == 2
+    obj = renders / "gso" / gso["objects"][0]
+    cams = json.loads((obj / "cameras.json").read_text())["views"]
+    assert len(cams) == 2 * n_az and {c["elevation_deg"] for c in cams} == {0.0, 30.0}
+    done = (obj / "_DONE").stat().st_mtime_ns
+    run_evaluate_nvs(profile, tmp_path / "models/nvs", renders, tmp_path / "metrics")
+    assert (obj / "_DONE").stat().st_mtime_ns == done  # a rerun does not render again
+
+
+def test_evaluate_nvs_refuses_a_training_object(params, heldout, tmp_path):
+    from lumos.eval.stages import run_evaluate_nvs
+
+    root, manifest = heldout
+    profile = _profile(params, root, tmp_path, training_uids=["objaverse-000", manifest["gso_objects"][0]])
+    args = _args(profile, profile.nvs.resolution)
+    _checkpoint(tmp_path / "models/nvs", "nvs", NVSDiT(**args), args)
+    with pytest.raises(ValueError, match="training objects"):
+        run_evaluate_nvs(profile, tmp_path / "models/nvs", tmp_path / "renders", tmp_path / "metrics")
+    assert not (tmp_path / "renders").exists()
+
+
+def test_evaluate_i2v_generates_from_heldout_first_frames(params, heldout, tmp_path):
+    from lumos.eval.stages import run_evaluate_i2v
+
+    root, manifest = heldout
+    profile = _profile(params, root, tmp_path)
+    args = _args(profile, profile.i2v.resolution, max_frames=profile.i2v.frames)
+    torch.manual_seed(0)
+    _checkpoint(tmp_path / "models/i2v", "video", perturbed(VideoDiT(**args)), args)
+    m = run_evaluate_i2v(profile, tmp_path / "models/i2v", tmp_path / "metrics")
+    for name in ("ucf101", "msrvtt"):
+        entry = m[name]
+        assert entry["samples"] == 3 and entry["stand_in"] is True and entry["skipped"] == 0
+        assert entry["reference"] == str(root / name) and "first frame" in entry["protocol"]
+        assert entry["fvd"] > 0 and 0 < entry["pic"] <= 1
+    assert "webvid" not in m and m["prior"] == "i2i"
+
+
+def test_evaluate_clips_streams_skips_broken_clips_and_scores_a_static_clip(params, heldout, tmp_path):
+    from lumos.eval.features import video_extractor
+    from lumos.eval.i2v_heldout import evaluate_clips, heldout_rows
+    from lumos.eval.image_metrics import lpips_model
+
+    root, _ = heldout
+    ucf = tmp_path / "ucf101"
+    shutil.copytree(root / "ucf101", ucf)
+    broken_class = sorted(p for p in ucf.iterdir())[0]
+    (broken_class / "v_Broken_g01_c00.avi").write_bytes(b"not a video")
+    rows = heldout_rows("ucf101", ucf)
+    assert rows[0].videoid == "v_Broken_g01_c00"  # sorted first: read, rejected, counted
+    proto = params.active.eval.videos["ucf101"]
+    calls = []
+
+    def still(first, frames, seed):  # every frame is the input: PIC's maximum
+        calls.append(seed)
+        return first[None].expand(frames, -1, -1, -1)
+
+    m = evaluate_clips(rows, 3, proto, still, video_extractor(None, 16, proto.resolution, 0), lpips_model(),
+                       seed=5, kid_subsets=2, kid_subset_size=3)
+    assert m["skipped"] == 1 and len(m["keys"]) == 3 and calls == [5, 6, 7]
+    assert m["pic"] == pytest.approx(1.0, abs=1e-6) and m["fvd"] > 0
+    with pytest.raises(ValueError, match="no reader"):
+        heldout_rows("kinetics", ucf)
