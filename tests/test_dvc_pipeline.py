@@ -126,9 +126,11 @@ def test_transfer_tasks_fine_tune_from_the_prior_and_write_samples(project):
 def test_metrics_plots_and_report(project):
     root, env = project
     _run(["dvc", "repro"], root, env)
-    nvs = json.loads((root / "metrics/nvs.json").read_text())
-    assert set(nvs) >= {"elevation_0", "elevation_30"} and nvs["prior"] == "i2i"
+    nvs_run = json.loads((root / "metrics/nvs.json").read_text())
+    nvs = nvs_run["gso"]  # held-out GSO-layout objects, rendered at the GSO cameras
+    assert set(nvs) >= {"elevation_0", "elevation_30"} and nvs_run["prior"] == "i2i"
     assert nvs["elevation_0"]["views"] == 2 * 15 and nvs["elevation_30"]["views"] == 2 * 16
+    assert nvs["samples"] == 2 and nvs["stand_in"] and "heldout/gso" in nvs["reference"]
     t2i = json.loads((root / "metrics/t2i.json").read_text())["coco30k"]  # held-out COCO-layout stand-in
     assert {"fid", "kid", "clip_score", "alignment"} <= set(t2i)
     assert t2i["samples"] == 12 and t2i["stand_in"] and "heldout/coco" in t2i["reference"]
@@ -136,7 +138,10 @@ def test_metrics_plots_and_report(project):
     i2i = json.loads((root / "metrics/i2i.json").read_text())["imagenet"]  # held-out ImageNet-val stand-in
     assert i2i["samples"] == 12 and i2i["stand_in"] and "heldout/imagenet" in i2i["reference"]
     i2v = json.loads((root / "metrics/i2v.json").read_text())
-    assert {"fvd", "kvd", "pic"} <= set(i2v["webvid"])  # stored under the set read (not held out yet)
+    for name in ("ucf101", "msrvtt"):  # held-out clips' first frames -> clips (Table 5)
+        assert {"fvd", "kvd", "pic"} <= set(i2v[name]) and i2v[name]["samples"] == 4
+        assert i2v[name]["stand_in"] and f"heldout/{name}" in i2v[name]["reference"]
+    assert "webvid" not in i2v
     shown = json.loads(subprocess.run(["dvc", "metrics", "show", "--json"], cwd=root, env=env,
                                       capture_output=True, text=True, check=True).stdout)
     files = {f for run in shown.values() for f in run.get("data", {})}

@@ -51,10 +51,11 @@ def _profile(params, heldout_root, tmp_path, training_uids=("objaverse-000",)):
     objects.write_text(json.dumps({uid: f"{uid}.glb" for uid in training_uids}))
     ev = p.eval.model_copy(update={
         "objects": {"gso": p.eval.objects["gso"].model_copy(update={"reference": str(heldout_root / "gso")})},
-        "videos": {k: v.model_copy(update={"reference": str(heldout_root / k), "samples": 3})
+        "videos": {k: v.model_copy(update={"reference": str(heldout_root / k), "samples": 2})
                    for k, v in p.eval.videos.items()},
         "kid_subsets": 2})
-    return p.model_copy(update={"eval": ev, "nvs": p.nvs.model_copy(update={"objects": str(objects)}),
+    nvs = p.nvs.model_copy(update={"objects": str(objects), "eval_azimuths": 4})  # 16 in the pipeline
+    return p.model_copy(update={"eval": ev, "nvs": nvs,
                                 "diffusion": p.diffusion.model_copy(update={"sample_steps": 2})})
 
 
@@ -108,7 +109,7 @@ def test_evaluate_i2v_generates_from_heldout_first_frames(params, heldout, tmp_p
     m = run_evaluate_i2v(profile, tmp_path / "models/i2v", tmp_path / "metrics")
     for name in ("ucf101", "msrvtt"):
         entry = m[name]
-        assert entry["samples"] == 3 and entry["stand_in"] is True and entry["skipped"] == 0
+        assert entry["samples"] == 2 and entry["stand_in"] is True and entry["skipped"] == 0
         assert entry["reference"] == str(root / name) and "first frame" in entry["protocol"]
         assert entry["fvd"] > 0 and 0 < entry["pic"] <= 1
     assert "webvid" not in m and m["prior"] == "i2i"
@@ -133,9 +134,9 @@ def test_evaluate_clips_streams_skips_broken_clips_and_scores_a_static_clip(para
         calls.append(seed)
         return first[None].expand(frames, -1, -1, -1)
 
-    m = evaluate_clips(rows, 3, proto, still, video_extractor(None, 16, proto.resolution, 0), lpips_model(),
+    m = evaluate_clips(rows, 2, proto, still, video_extractor(None, 16, proto.resolution, 0), lpips_model(),
                        seed=5, kid_subsets=2, kid_subset_size=3)
-    assert m["skipped"] == 1 and len(m["keys"]) == 3 and calls == [5, 6, 7]
+    assert m["skipped"] == 1 and len(m["keys"]) == 2 and calls == [5, 6]
     assert m["pic"] == pytest.approx(1.0, abs=1e-6) and m["fvd"] > 0
     with pytest.raises(ValueError, match="no reader"):
         heldout_rows("kinetics", ucf)

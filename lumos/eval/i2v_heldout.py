@@ -66,8 +66,9 @@ def evaluate_clips(rows: Sequence[VideoRow], n: int, protocol: VideoProtocol, ge
         gen = generate(real[0], protocol.frames, seed + len(keys)).float().clamp(0, 1)
         if gen.shape[-1] != protocol.resolution:
             gen = F.interpolate(gen, size=protocol.resolution, mode="bilinear", antialias=True).clamp(0, 1)
-        gen_feats.append(extract_features(gen[None], extractor, 1))
-        ref_feats.append(extract_features(real[None], extractor, 1))
+        feats = extract_features(torch.stack([gen, real]), extractor, 2)
+        gen_feats.append(feats[:1])
+        ref_feats.append(feats[1:])
         pics.append(pic(gen[None], real[:1], lpips_net)["pic"])
         keys.append(row.videoid)
     if len(keys) < 2:
