@@ -18,6 +18,7 @@ from lumos.models import ConditionedDiT
 from lumos.sample.i2i import interpolation, load_model, save_grid, variations
 from lumos.tasks.i2i import I2ITask
 from lumos.train.loop import RunSpec, train
+from lumos.train.probe import HeldoutLoss, due
 
 RES = 64
 
@@ -112,10 +113,14 @@ def dino_features(tmp_path_factory, images, vae):
     return _features(tmp_path_factory.mktemp("feat"), images, vae, encoder), encoder
 
 
-def test_stopped_and_resumed_run_equals_uninterrupted_run(tmp_path, dino_features):
-    data, _ = dino_features
+def test_stopped_and_resumed_run_equals_uninterrupted_run(tmp_path, dino_features, images, vae):
+    data, encoder = dino_features
     task = I2ITask(data, "tiny", 0.1, GaussianDiffusion())
-    whole = train(task, _spec(12, 4), tmp_path / "whole", {"run": 1})
+    # the uninterrupted run also measures a held-out loss at every 2nd checkpoint (eval.every),
+    # on the EMA weights, without changing its training
+    held = encode_images([im.transpose(0) for im in images[:2]], RES, vae, encoder, batch_size=2, device="cpu")
+    probe = HeldoutLoss("heldout_loss", held["latent_mean"], held["condition"], GaussianDiffusion())
+    whole = train(task, _spec(12, 4), tmp_path / "whole", {"run": 1}, probe=probe, probe_every=2)
     part = train(task, _spec(12, 4), tmp_path / "part", {"run": 1}, stop_after=10)
     assert part["step"] == 10
     shutil.rmtree(tmp_path / "part/checkpoints/step-0000010")  # as if killed after step 10
@@ -127,6 +132,20 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run(tmp_path, dino_feature
         assert a.keys() == b.keys()
         assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert (tmp_path / "whole/dvclive/metrics.json").is_file()
+    rows = (tmp_path / "whole/dvclive/plots/metrics/eval/heldout_loss.tsv").read_text().split()
+    assert rows[:2] == ["step", "heldout_loss"] and rows[2::2] == ["8", "12"]  # 2nd checkpoint, and the last
+    model = ConditionedDiT(**task.model_args())
+    model.load_state_dict(load_file(str(tmp_path / "whole/checkpoints/step-0000012/model.safetensors")))
+    model.load_state_dict(load_file(str(tmp_path / "whole/checkpoints/step-0000012/ema.safetensors")), strict=False)
+    model.eval()  # the last checkpoint's EMA weights
+    assert float(rows[-1]) == pytest.approx(probe(model)["eval/heldout_loss"], rel=1e-5)
+    assert float(rows[-1]) != pytest.approx(probe(ConditionedDiT(**task.model_args()).eval())["eval/heldout_loss"])
+    assert not (tmp_path / "part/dvclive/plots/metrics/eval").exists()  # no probe: no curve
+
+
+def test_probe_is_due_every_nth_checkpoint_and_at_the_last():
+    assert [s for s in range(1, 8) if due(s, 3, s == 7)] == [3, 6, 7]
+    assert not any(due(s, None, True) for s in range(1, 4))
 
 
 def test_loss_decreases_and_checkpoint_reloads(tmp_path, dino_features, images, vae):

@@ -45,7 +45,7 @@ def summarise(losses: list[float], step: int, checkpoint: str, **extra) -> dict:
 
 
 def fit(task: Task, spec: RunSpec, out: Path, config: dict, stop_after: int | None = None,
-        log_dir: Path | None = None, log_step_offset: int = 0) -> dict:
+        log_dir: Path | None = None, log_step_offset: int = 0, probe=None, probe_every: int | None = None) -> dict:
     """Train ``task`` into ``out`` (resuming a run of the same config, else starting afresh)."""
     import torch.distributed as dist
 
@@ -56,7 +56,7 @@ def fit(task: Task, spec: RunSpec, out: Path, config: dict, stop_after: int | No
         shutil.rmtree(out)
     dist.barrier()
     result = train(task, spec, out, config, stop_after=stop_after, log_dir=log_dir,
-                   log_step_offset=log_step_offset)
+                   log_step_offset=log_step_offset, probe=probe, probe_every=probe_every)
     return summarise(result["losses"], result["step"], result["checkpoint"])
 
 

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from lumos.config import Optimizer
 from lumos.train.ema import EMA
+from lumos.train.probe import due, ema_weights
 from lumos.train.engine import deepspeed_config, init_distributed, rank, world_size
 
 
@@ -163,11 +164,13 @@ def _trace(path: str | None, step: int, samples: torch.Tensor) -> None:
 
 def train(task: Task, spec: RunSpec, out_dir: Path | str, config: dict,
           stop_after: int | None = None, log_dir: Path | str | None = None,
-          log_step_offset: int = 0) -> dict:
+          log_step_offset: int = 0, probe=None, probe_every: int | None = None) -> dict:
     """Train ``task`` for ``spec.steps`` optimizer steps into ``out_dir`` (resuming if possible).
 
     ``stop_after`` ends the run early after that step (as a kill would, but cleanly), for tests.
     ``log_step_offset`` continues another run's curves in ``log_dir`` (progressive T2I stages).
+    ``probe(model) -> {name: value}`` (lumos.train.probe) runs on the EMA weights at every
+    ``probe_every``-th saved checkpoint and the last (rank 0), logged beside the loss.
     Returns the per-step losses of the whole run (resumed ones included) and the final step.
 
     A task whose ``data`` has ``loader`` (lumos.data.stream) is streamed: each rank reads its own
@@ -253,6 +256,14 @@ def train(task: Task, spec: RunSpec, out_dir: Path | str, config: dict,
             position = {"micro_batches": (step + 1) * accum, "workers": spec.loader_workers,
                         "world_size": world_size()} if streamed else None
             save_checkpoint(engine, ema, out, step + 1, config, losses, position, spec.keep_last)
+            if live is not None and probe is not None and due((step + 1) // spec.checkpoint_every, probe_every,
+                                                              step + 1 == last):
+                with ema_weights(engine.module, ema) as weights:
+                    values = probe(weights)
+                live.step = log_step_offset + step + 1
+                for name, value in values.items():
+                    live.log_metric(name, value)
+                live.make_summary()
     if live is not None:
         live.end()
     return {"losses": losses, "step": last, "checkpoint": str(broadcast(latest_checkpoint(out) if lead else None))}
