@@ -61,6 +61,61 @@ def test_heldout_items_are_in_no_training_index(world):
     assert all(not p.is_relative_to(world / "heldout") for p in (world / "images").rglob("*"))
 
 
+def _geometry(mesh_path) -> bytes:
+    """A mesh's shape, whatever its file format: sorted unit-box vertices, rounded."""
+    import numpy as np
+
+    from lumos.render.renderer import load_mesh, normalize_mesh
+
+    v = np.round(np.asarray(normalize_mesh(load_mesh(mesh_path)).vertices), 4)
+    return np.unique(v, axis=0).tobytes()
+
+
+def test_evaluated_nvs_objects_and_i2v_clips_are_not_training_data(world):
+    """What evaluate-nvs and evaluate-i2v read (through their own readers) is no training object
+    or clip: by name, by geometry, by frames."""
+    import numpy as np
+
+    from lumos.eval.i2v_heldout import heldout_rows
+    from lumos.eval.nvs_heldout import check_not_training, gso_objects
+    from lumos.render.stages import read_object_list
+    from lumos.video.webvid import VideoError, sample_frames
+
+    training = read_object_list(world / "objects.json")
+    evaluated = gso_objects(world / "heldout/gso", 100)
+    assert len(evaluated) == 2 and training
+    check_not_training(list(evaluated), list(training))  # raises on a shared name
+    train_shapes = set()
+    for path in training.values():  # the mini-world's list holds missing and broken files too
+        try:
+            train_shapes.add(_geometry(path))
+        except (ValueError, OSError, KeyError, IndexError):
+            continue
+    assert train_shapes
+    assert all(_geometry(p) not in train_shapes for p in evaluated.values())
+    with pytest.raises(ValueError, match="training objects"):
+        check_not_training(list(evaluated), [*training, next(iter(evaluated))])
+
+    with open(world / "webvid.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    train_ids = {r["videoid"] for r in rows}
+    train_clips = sorted((world / "clips").rglob("*.mp4"))
+    assert train_clips
+    train_firsts = []
+    for path in train_clips:  # the mini-world's clips include broken ones on purpose
+        try:
+            train_firsts.append(sample_frames(path, 1, 1, 32)[0])
+        except VideoError:
+            continue
+    assert train_firsts
+    for name in ("ucf101", "msrvtt"):
+        clips = heldout_rows(name, world / "heldout" / name)
+        assert len(clips) == 4 and not {c.videoid for c in clips} & train_ids
+        for clip in clips:
+            first = sample_frames(clip.url.removeprefix("file://"), 1, 1, 32)[0]
+            assert not any(np.array_equal(first, t) for t in train_firsts)
+
+
 def test_heldout_coco_scenes_score_exactly_and_depend_on_the_seed(world, params, tmp_path):
     h = world / "heldout/coco"
     coco = json.loads((h / "annotations/captions_val2014.json").read_text())
