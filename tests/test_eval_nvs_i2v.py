@@ -1,6 +1,7 @@
 """evaluate-nvs and evaluate-i2v on held-out sets (issue 17, Tables 4-5): the GSO per-object
 folders rendered at the GSO cameras, UCF-101 / MSR-VTT clips streamed one at a time, with tiny
-real models (the project's DiTs, the tiny VAE and vision encoder of the tiny profile)."""
+real models (the project's DiTs, the tiny VAE and vision encoder of the tiny profile); and the
+T2I stages' held-out probe (eval.every) on the COCO-layout captions."""
 
 from __future__ import annotations
 
@@ -82,7 +83,10 @@ def test_evaluate_nvs_renders_heldout_gso_objects_and_scores_per_elevation(param
     cams = json.loads((obj / "cameras.json").read_text())["views"]
     assert len(cams) == 2 * n_az and {c["elevation_deg"] for c in cams} == {0.0, 30.0}
     done = (obj / "_DONE").stat().st_mtime_ns
-    run_evaluate_nvs(profile, tmp_path / "models/nvs", renders, tmp_path / "metrics")
+    from lumos.eval.nvs_heldout import gso_objects, render_heldout
+    from lumos.render.stages import renderer_for
+
+    render_heldout(gso_objects(root / "gso", 2), renders / "gso", profile.nvs, renderer_for(profile.nvs))
     assert (obj / "_DONE").stat().st_mtime_ns == done  # a rerun does not render again
 
 
@@ -140,3 +144,24 @@ def test_evaluate_clips_streams_skips_broken_clips_and_scores_a_static_clip(para
     assert m["pic"] == pytest.approx(1.0, abs=1e-6) and m["fvd"] > 0
     with pytest.raises(ValueError, match="no reader"):
         heldout_rows("kinetics", ucf)
+
+
+def test_t2i_probe_scores_heldout_coco_pairs_at_each_stage_resolution(params, heldout):
+    from lumos.eval.probes import T2IProbes
+    from lumos.models import ConditionedDiT
+
+    root, manifest = heldout
+    p = params.active
+    coco = p.eval.images["coco30k"].model_copy(update={"reference": str(root / "coco/val2014"),
+                                                       "prompts": str(root / "coco/annotations/captions_val2014.json")})
+    probes = T2IProbes(p.model_copy(update={"eval": p.eval.model_copy(update={"images": {"coco30k": coco}})}))
+    assert [x["prompt"] for x in probes.pairs] == manifest["coco_captions"]  # held-out captions, raw
+    small, large = probes.at(32), probes.at(64)
+    assert small.z0.shape[-1] * 2 == large.z0.shape[-1] and small.items == large.items == 4
+    args = {"variant": "tiny", "latent_channels": small.z0.shape[1], "latent_size": small.z0.shape[-1],
+            "condition_dim": probes.emb.shape[-1], "condition_tokens": probes.emb.shape[1]}
+    torch.manual_seed(0)
+    a, b = perturbed(ConditionedDiT(**args)), perturbed(ConditionedDiT(**args), seed=2)
+    va = small(a)["eval/heldout_loss_coco"]
+    assert va == small(a)["eval/heldout_loss_coco"] and va > 0  # fixed noise and timesteps
+    assert va != pytest.approx(small(b)["eval/heldout_loss_coco"])

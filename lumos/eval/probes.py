@@ -3,6 +3,8 @@ task's checkpoints are measured on while it trains.
 
     i2i_probe(profile) -> HeldoutLoss | None   eq. (1)'s MSE on held-out ImageNet val images
                                               (``eval.images.imagenet``), None when eval.every is off
+    T2IProbes(profile).at(resolution)          the same on held-out COCO images and their raw captions
+                                              (``eval.images.coco30k``), one probe per T2I stage resolution
 """
 
 from __future__ import annotations
@@ -37,3 +39,35 @@ def i2i_probe(profile: Profile) -> HeldoutLoss | None:
     condition = torch.cat([encoder(x[i:i + 16]).float() for i in range(0, len(x), 16)])
     return HeldoutLoss("heldout_loss_imagenet", latents, condition,
                        GaussianDiffusion(profile.diffusion.train_steps), seed=profile.eval.seed)
+
+
+class T2IProbes:
+    """Held-out COCO (caption, image) pairs for the T2I stages: the captions are T5-encoded once,
+    the images encoded at each stage's square resolution on demand (Fig. 5's curves)."""
+
+    def __init__(self, profile: Profile) -> None:
+        from lumos.encoders.t5 import T5TextEncoder
+        from lumos.eval.references import coco_prompts
+
+        self.profile = profile
+        proto = profile.eval.images.get("coco30k")
+        if proto is None or proto.prompts is None:
+            raise KeyError("eval.every needs eval.images.coco30k with prompts: the held-out pairs of the T2I curve")
+        self.pairs = spaced(coco_prompts(proto.prompts, proto.reference, 10**9))
+        with torch.no_grad():
+            self.emb, self.mask = T5TextEncoder.from_config(profile.text_encoder)([p["prompt"] for p in self.pairs])
+
+    @torch.no_grad()
+    def at(self, resolution: int) -> HeldoutLoss:
+        from PIL import Image
+
+        from lumos.data.extract import square_crop
+        from lumos.diffusion import GaussianDiffusion
+        from lumos.encoders import build_vae
+
+        prep, vae = square_crop(resolution), build_vae(self.profile.vae)
+        x = torch.stack([prep(Image.open(p["path"]).convert("RGB")) for p in self.pairs])
+        latents = torch.cat([vae.encode(x[i:i + 16] * 2 - 1)[0].float() for i in range(0, len(x), 16)])
+        return HeldoutLoss("heldout_loss_coco", latents, self.emb.float(), GaussianDiffusion(self.profile.diffusion.train_steps),
+                           seed=self.profile.eval.seed, condition_mask=self.mask)
+

@@ -69,6 +69,7 @@ def run_train(profile: Profile, features: Path = FEATURES, t5: Path = T5_DIR, ou
     t = profile.t2i
     parent = prior_checkpoint(t.prior, prior_roots)
     summaries = []
+    probes = None  # held-out loss at checkpoints (eval.every), built when a stage trains
     for i, stage in enumerate(t.stages):
         data = T2IStream(features / stage_key(stage.resolution, stage.multi_aspect), t5)
         tokens, width = data.text_width
@@ -97,8 +98,13 @@ def run_train(profile: Profile, features: Path = FEATURES, t5: Path = T5_DIR, ou
             ckpt = latest_checkpoint(stage_out)
             summaries.append(json.loads((stage_out / "summary.json").read_text()))
         else:
+            if probes is None and profile.eval.every is not None:
+                from lumos.eval.probes import T2IProbes
+
+                probes = T2IProbes(profile)
             summary = fit(task, stage_spec(profile, stage), stage_out, config, stop_after=stop_after,
-                          log_dir=out / "dvclive", log_step_offset=sum(s.steps for s in t.stages[:i]))
+                          log_dir=out / "dvclive", log_step_offset=sum(s.steps for s in t.stages[:i]),
+                          probe=probes and probes.at(stage.resolution), probe_every=profile.eval.every)
             summary.update(stage=i, resolution=stage.resolution, multi_aspect=stage.multi_aspect,
                            transfer={k: len(v) for k, v in task.transfer.items()})
             write_summary(stage_out / "summary.json", summary)

@@ -55,7 +55,8 @@ class HeldoutLoss:
     """Eq. (1)'s ||eps - eps_theta(z_t, t, c)||^2 on held-out (latent, condition) pairs."""
 
     def __init__(self, name: str, latents: torch.Tensor, condition: torch.Tensor, diffusion,
-                 timesteps: tuple[int, ...] = PROBE_TIMESTEPS, seed: int = 0, batch_size: int = 32) -> None:
+                 timesteps: tuple[int, ...] = PROBE_TIMESTEPS, seed: int = 0, batch_size: int = 32,
+                 condition_mask: torch.Tensor | None = None) -> None:
         if len(latents) == 0 or len(latents) != len(condition):
             raise ValueError(f"held-out probe {name!r}: {len(latents)} latents, {len(condition)} conditions")
         if max(timesteps) >= diffusion.steps:
@@ -64,6 +65,7 @@ class HeldoutLoss:
         n, k = len(latents), len(timesteps)
         self.z0 = latents.float().repeat_interleave(k, 0)
         self.condition = condition.float().repeat_interleave(k, 0)
+        self.mask = None if condition_mask is None else condition_mask.repeat_interleave(k, 0)  # T5 padding
         self.t = torch.tensor(timesteps).repeat(n)
         self.noise = torch.randn(self.z0.shape, generator=torch.Generator().manual_seed(seed))
         self.items = n
@@ -78,6 +80,7 @@ class HeldoutLoss:
             z0, noise = self.z0[i:i + self.batch_size].to(device), self.noise[i:i + self.batch_size].to(device)
             t = self.t[i:i + self.batch_size].to(device)
             z_t = self.diffusion.train_scheduler.add_noise(z0, noise, t)
-            out = model(z_t.to(dtype), t, self.condition[i:i + self.batch_size].to(device, dtype))
+            kwargs = {} if self.mask is None else {"condition_mask": self.mask[i:i + self.batch_size].to(device)}
+            out = model(z_t.to(dtype), t, self.condition[i:i + self.batch_size].to(device, dtype), **kwargs)
             total += float(((out[:, :c].float() - noise) ** 2).mean(dim=tuple(range(1, z0.ndim))).sum())
         return {f"eval/{self.name}": total / len(self.z0)}
