@@ -140,3 +140,18 @@ def test_report_marks_the_stand_in_and_hides_provenance_columns():
     assert [c.key for c in t.columns] == ["fid", "samples"]
     t = build_table("t2i", [MetricRun("metrics/t2i.json", "i2i", {"coco30k": real})])
     assert t.groups == [("MS-COCO FID-30K (Table 2)", 2)]
+
+
+def test_report_shows_table_4_per_elevation_under_gso_without_object_names():
+    from lumos.eval.references import benchmark
+    from lumos.report.collect import MetricRun
+    from lumos.report.tables import build_table
+
+    row = {"psnr": 12.0, "ssim": 0.5, "lpips": 0.4, "views": 30}
+    gso = benchmark("datasets/mini-world/heldout/gso", 2, "Table 4", elevation_0=row, elevation_30=row)
+    gso["objects"] = ["MiniWorld_Cone_000", "MiniWorld_Box_001"]
+    t = build_table("nvs", [MetricRun("metrics/nvs.json", "i2i", {"gso": gso})])
+    assert sorted(g for g, _ in t.groups) == ["GSO (Table 4) / Elevation 0° [mini-world stand-in]",
+                                              "GSO (Table 4) / Elevation 30° [mini-world stand-in]",
+                                              "GSO (Table 4) [mini-world stand-in]"]
+    assert {c.key for c in t.columns} == {"psnr", "ssim", "lpips", "views", "samples"}  # no object names

@@ -99,6 +99,9 @@ def make_project(root: Path) -> Path:
         tsv = root / "models" / run / "dvclive/plots/metrics/train/loss.tsv"
         tsv.parent.mkdir(parents=True, exist_ok=True)
         tsv.write_text("step\tloss\n" + "".join(f"{s}\t{1.5 / s + offset}\n" for s in range(1, 21)))
+    probe = root / "models/i2i/dvclive/plots/metrics/eval/heldout_loss_imagenet.tsv"  # eval.every
+    probe.parent.mkdir(parents=True)
+    probe.write_text("step\theldout_loss_imagenet\n10\t0.9\n20\t0.7\n")
     _png(root / "samples/i2i/variations.png", 320, 256)
     _png(root / "samples/i2i/interpolation.png", 512, 64)
     _png(root / "samples/t2i/grid.png", 256, 256)
@@ -198,8 +201,10 @@ def test_images_decode_and_video_plays(page):
     assert video == [[64, None], [64, None]]  # both decode, the MPEG-4 one after re-encoding
     assert "mpeg4 re-encoded to H.264" in page.locator('figure[data-path="samples/i2v/clip-000.mp4"]').inner_text()
     assert "3 more image(s)" in page.locator("#samples").inner_text()
-    assert page.locator("svg.chart").count() == 2  # i2i loss; nvs loss with nvs-none overlaid
-    assert page.locator("svg.chart polyline").count() == 3
+    assert page.locator("svg.chart").count() == 3  # i2i loss and held-out loss; nvs loss with nvs-none
+    assert page.locator("svg.chart polyline").count() == 4
+    assert page.locator('figure.curve[data-name="eval/heldout_loss_imagenet"]').count() == 1
+    assert "held-out loss (ImageNet val, EMA)" in page.locator("#curves").inner_text()
 
 
 def test_funnel_and_lineage(page):

@@ -24,6 +24,12 @@ def _is_num(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+# eval.every's held-out probes (lumos/train/probe.py): the paper's curves (Figs. 2c, 5, 8-12) plot
+# FID over steps; these plot eq. (1)'s loss on the held-out set at each saved checkpoint instead.
+CURVE_TITLES = {"eval/heldout_loss_imagenet": "held-out loss (ImageNet val, EMA)",
+                "eval/heldout_loss_coco": "held-out loss (COCO captions, EMA)"}
+
+
 def _curve_groups(inputs: Inputs) -> list[dict]:
     """One chart per (task, metric name); runs of a task (models/nvs, models/nvs-none) overlay."""
     charts: dict[tuple[str, str], list] = {}
@@ -34,7 +40,7 @@ def _curve_groups(inputs: Inputs) -> list[dict]:
         series = [(c.run if len(curves) > 1 else "", c.steps, c.values) for c in curves]
         groups.setdefault(task, []).append({
             "name": name, "sources": [c.path for c in curves],
-            "svg": Markup(line_chart(f"{task} {name}", series))})
+            "svg": Markup(line_chart(f"{task} {CURVE_TITLES.get(name, name)}", series))})
     order = list(TASKS) + sorted(t for t in groups if t not in TASKS)
     return [{"task": t, "charts": groups[t]} for t in order if t in groups]
 
