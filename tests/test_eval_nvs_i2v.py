@@ -165,3 +165,41 @@ def test_t2i_probe_scores_heldout_coco_pairs_at_each_stage_resolution(params, he
     va = small(a)["eval/heldout_loss_coco"]
     assert va == small(a)["eval/heldout_loss_coco"] and va > 0  # fixed noise and timesteps
     assert va != pytest.approx(small(b)["eval/heldout_loss_coco"])
+
+
+def test_evaluate_t2i_reports_raw_and_long_caption_fid_on_heldout_coco(params, heldout, tmp_path):
+    from lumos.caption.stages import build_captioner
+    from lumos.encoders.t5 import T5TextEncoder
+    from lumos.eval.long_captions import long_captions
+    from lumos.eval.references import coco_prompts
+    from lumos.eval.stages import run_evaluate_t2i
+    from lumos.models import ConditionedDiT, backbone_args
+
+    root, manifest = heldout
+    p = _profile(params, root, tmp_path)
+    coco = p.eval.images["coco30k"].model_copy(update={
+        "reference": str(root / "coco/val2014"), "prompts": str(root / "coco/annotations/captions_val2014.json"),
+        "samples": 2})
+    profile = p.model_copy(update={"eval": p.eval.model_copy(update={"images": {"coco30k": coco}})})
+    text = T5TextEncoder.from_config(profile.text_encoder)
+    side = profile.t2i.stages[-1].resolution
+    args = {**_args(profile, side), "condition_dim": text.width, "condition_tokens": profile.text_encoder.max_length,
+            **backbone_args(profile.model), "size_conditioning": profile.t2i.stages[-1].multi_aspect}
+    torch.manual_seed(0)
+    _checkpoint(tmp_path / "models/t2i/stages/stage-0", "dit", perturbed(ConditionedDiT(**args)), args)
+    cache = tmp_path / "captions"
+    m = run_evaluate_t2i(profile, tmp_path / "models/t2i", tmp_path / "metrics", cache)
+    raw, long = m["coco30k"], m["coco30k_long"]
+    assert raw["samples"] == long["samples"] == 2 and raw["reference"] == long["reference"] and long["stand_in"]
+    assert "long captions" in long["protocol"] and long["fid"] >= 0 and raw["fid"] >= 0
+    saved = json.loads((cache / "coco30k.json").read_text())
+    assert len(saved["captions"]) == 2 and saved["captions"] != manifest["coco_captions"][:2]
+    assert saved["fingerprint"]["keys"] == [x["key"] for x in coco_prompts(coco.prompts, coco.reference, 2)]
+    # the cache is read back for the same captioner and images, and rewritten for another prompt
+    prompts = coco_prompts(coco.prompts, coco.reference, 2)
+    before = (cache / "coco30k.json").stat().st_mtime_ns
+    assert long_captions(prompts, build_captioner(profile), cache / "coco30k.json") == saved["captions"]
+    assert (cache / "coco30k.json").stat().st_mtime_ns == before
+    other = profile.model_copy(update={"captioner": profile.captioner.model_copy(update={"prompt": "Describe briefly."})})
+    long_captions(prompts, build_captioner(other), cache / "coco30k.json")
+    assert json.loads((cache / "coco30k.json").read_text())["fingerprint"]["prompt"] == "Describe briefly."

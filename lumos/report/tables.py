@@ -22,7 +22,8 @@ METRICS = {"fid": "FID", "kid": "KID", "clip_score": "CLIP score", "psnr": "PSNR
            "loss": "Loss", "is": "IS"}
 GROUPS = {"ucf101": "UCF-101", "msrvtt": "MSR-VTT", "alignment": "Alignment (GenEval-style)",
           "mscoco": "MS-COCO", "coco": "MS-COCO", "imagenet": "ImageNet-1K val (Table 1)",
-          "coco30k": "MS-COCO FID-30K (Table 2)", "gso": "GSO (Table 4)", "webvid": "WebVid training clips"}
+          "coco30k": "MS-COCO FID-30K (Table 2)",
+          "coco30k_long": "MS-COCO FID-30K, long captions † (Table 2)", "gso": "GSO (Table 4)", "webvid": "WebVid training clips"}
 PROVENANCE = {"protocol", "reference", "stand_in", "objects"}  # shown in the group header, not as columns
 STAND_IN = " [mini-world stand-in]"
 LOWER = {"fid", "kid", "lpips", "fvd", "kvd", "loss", "mse"}
