@@ -135,6 +135,11 @@ def test_metrics_plots_and_report(project):
     assert {"fid", "kid", "clip_score", "alignment"} <= set(t2i)
     assert t2i["samples"] == 12 and t2i["stand_in"] and "heldout/coco" in t2i["reference"]
     assert set(t2i["alignment"]) == {"count", "colour", "position", "shape", "overall"}
+    long = json.loads((root / "metrics/t2i.json").read_text())["coco30k_long"]  # Table 2 with long captions
+    assert long["samples"] == 12 and long["reference"] == t2i["reference"] and "fid" in long
+    for task, name in (("i2i", "imagenet"), ("t2i", "coco")):  # eval.every: held-out loss per checkpoint
+        curve = root / f"models/{task}/dvclive/plots/metrics/eval/heldout_loss_{name}.tsv"
+        assert len(curve.read_text().splitlines()) >= 3, curve  # header + one row per saved checkpoint
     i2i = json.loads((root / "metrics/i2i.json").read_text())["imagenet"]  # held-out ImageNet-val stand-in
     assert i2i["samples"] == 12 and i2i["stand_in"] and "heldout/imagenet" in i2i["reference"]
     i2v = json.loads((root / "metrics/i2v.json").read_text())
@@ -149,6 +154,7 @@ def test_metrics_plots_and_report(project):
     _run(["dvc", "plots", "show", "-o", "plots-html"], root, env)
     html = (root / "plots-html/index.html").read_text()
     assert "models/nvs/dvclive/plots/metrics" in html and "models/t2i/dvclive/plots/metrics" in html
+    assert "heldout_loss_imagenet" in html and "heldout_loss_coco" in html
     report = (root / "reports/report.html").read_text()
     assert "data:image/png;base64" in report and "elevation" in report.lower()
     assert "MS-COCO FID-30K (Table 2) [mini-world stand-in]" in report
