@@ -144,10 +144,11 @@ for _name, _target, _help in (
      "clips (MP4 + GIF) generated from the first frames of prepared clips"),
     ("evaluate-i2i", "lumos.eval.stages:run_evaluate_i2i", "FID/KID of I2I samples -> metrics/i2i.json"),
     ("evaluate-t2i", "lumos.eval.stages:run_evaluate_t2i",
-     "FID/KID, CLIP score, mini-world alignment of T2I samples -> metrics/t2i.json"),
+     "FID/KID (raw and long captions), CLIP score, alignment of T2I samples -> metrics/t2i.json"),
     ("evaluate-nvs", "lumos.eval.stages:run_evaluate_nvs",
-     "PSNR/SSIM/LPIPS per elevation on the GSO protocol -> metrics/nvs.json"),
-    ("evaluate-i2v", "lumos.eval.stages:run_evaluate_i2v", "FVD/KVD/PIC of I2V clips -> metrics/i2v.json"),
+     "PSNR/SSIM/LPIPS per elevation of held-out GSO objects -> metrics/nvs.json"),
+    ("evaluate-i2v", "lumos.eval.stages:run_evaluate_i2v",
+     "FVD/KVD/PIC from held-out UCF-101/MSR-VTT first frames -> metrics/i2v.json"),
 ):
     COMMANDS.register(_name)(Command(f"stage: {_help}", _no_args, _profile_stage(_target), stage=True))
 
