@@ -51,11 +51,13 @@ def _profile(params, heldout_root, tmp_path, training_uids=("objaverse-000",)):
     objects = tmp_path / "objects.json"
     objects.write_text(json.dumps({uid: f"{uid}.glb" for uid in training_uids}))
     ev = p.eval.model_copy(update={
-        "objects": {"gso": p.eval.objects["gso"].model_copy(update={"reference": str(heldout_root / "gso")})},
-        "videos": {k: v.model_copy(update={"reference": str(heldout_root / k), "samples": 2})
+        "objects": {"gso": p.eval.objects["gso"].model_copy(update={"reference": str(heldout_root / "gso"),
+                                                                    "samples": 1})},
+        # 4 frames keep the test fast (the pipeline generates the protocol's 16)
+        "videos": {k: v.model_copy(update={"reference": str(heldout_root / k), "samples": 2, "frames": 4})
                    for k, v in p.eval.videos.items()},
         "kid_subsets": 2})
-    nvs = p.nvs.model_copy(update={"objects": str(objects), "eval_azimuths": 4})  # 16 in the pipeline
+    nvs = p.nvs.model_copy(update={"objects": str(objects), "eval_azimuths": 3})  # 16 in the pipeline
     return p.model_copy(update={"eval": ev, "nvs": nvs,
                                 "diffusion": p.diffusion.model_copy(update={"sample_steps": 2})})
 
@@ -71,14 +73,14 @@ def test_evaluate_nvs_renders_heldout_gso_objects_and_scores_per_elevation(param
     renders = tmp_path / "renders"
     m = run_evaluate_nvs(profile, tmp_path / "models/nvs", renders, tmp_path / "metrics")
     gso = m["gso"]
-    assert gso["objects"] == sorted(manifest["gso_objects"])[:2] and gso["samples"] == 2
+    assert gso["objects"] == sorted(manifest["gso_objects"])[:1] and gso["samples"] == 1
     assert gso["stand_in"] is True and gso["reference"] == str(root / "gso")
     n_az = profile.nvs.eval_azimuths
-    assert gso["elevation_0"]["views"] == 2 * (n_az - 1)  # the condition view is not a target
-    assert gso["elevation_30"]["views"] == 2 * n_az
+    assert gso["elevation_0"]["views"] == n_az - 1  # the condition view is not a target
+    assert gso["elevation_30"]["views"] == n_az
     for row in (gso["elevation_0"], gso["elevation_30"]):
         assert 0 < row["psnr"] < 60 and -1 <= row["ssim"] <= 1 and row["lpips"] >= 0
-    assert json.loads((tmp_path / "metrics/nvs.json").read_text())["gso"]["samples"] == 2
+    assert json.loads((tmp_path / "metrics/nvs.json").read_text())["gso"]["samples"] == 1
     obj = renders / "gso" / gso["objects"][0]
     cams = json.loads((obj / "cameras.json").read_text())["views"]
     assert len(cams) == 2 * n_az and {c["elevation_deg"] for c in cams} == {0.0, 30.0}
@@ -86,7 +88,7 @@ def test_evaluate_nvs_renders_heldout_gso_objects_and_scores_per_elevation(param
     from lumos.eval.nvs_heldout import gso_objects, render_heldout
     from lumos.render.stages import renderer_for
 
-    render_heldout(gso_objects(root / "gso", 2), renders / "gso", profile.nvs, renderer_for(profile.nvs))
+    render_heldout(gso_objects(root / "gso", 1), renders / "gso", profile.nvs, renderer_for(profile.nvs))
     assert (obj / "_DONE").stat().st_mtime_ns == done  # a rerun does not render again
 
 
@@ -94,7 +96,7 @@ def test_evaluate_nvs_refuses_a_training_object(params, heldout, tmp_path):
     from lumos.eval.stages import run_evaluate_nvs
 
     root, manifest = heldout
-    profile = _profile(params, root, tmp_path, training_uids=["objaverse-000", manifest["gso_objects"][0]])
+    profile = _profile(params, root, tmp_path, training_uids=["objaverse-000", sorted(manifest["gso_objects"])[0]])
     args = _args(profile, profile.nvs.resolution)
     _checkpoint(tmp_path / "models/nvs", "nvs", NVSDiT(**args), args)
     with pytest.raises(ValueError, match="training objects"):
@@ -110,13 +112,15 @@ def test_evaluate_i2v_generates_from_heldout_first_frames(params, heldout, tmp_p
     args = _args(profile, profile.i2v.resolution, max_frames=profile.i2v.frames)
     torch.manual_seed(0)
     _checkpoint(tmp_path / "models/i2v", "video", perturbed(VideoDiT(**args)), args)
+    profile = profile.model_copy(update={"eval": profile.eval.model_copy(  # UCF-101: test_evaluate_clips_...
+        update={"videos": {"msrvtt": profile.eval.videos["msrvtt"]}})})
     m = run_evaluate_i2v(profile, tmp_path / "models/i2v", tmp_path / "metrics")
-    for name in ("ucf101", "msrvtt"):
+    for name in ("msrvtt",):
         entry = m[name]
         assert entry["samples"] == 2 and entry["stand_in"] is True and entry["skipped"] == 0
         assert entry["reference"] == str(root / name) and "first frame" in entry["protocol"]
         assert entry["fvd"] > 0 and 0 < entry["pic"] <= 1
-    assert "webvid" not in m and m["prior"] == "i2i"
+    assert "webvid" not in m and "ucf101" not in m and m["prior"] == "i2i"  # only the sets in eval.videos
 
 
 def test_evaluate_clips_streams_skips_broken_clips_and_scores_a_static_clip(params, heldout, tmp_path):
@@ -131,7 +135,7 @@ def test_evaluate_clips_streams_skips_broken_clips_and_scores_a_static_clip(para
     (broken_class / "v_Broken_g01_c00.avi").write_bytes(b"not a video")
     rows = heldout_rows("ucf101", ucf)
     assert rows[0].videoid == "v_Broken_g01_c00"  # sorted first: read, rejected, counted
-    proto = params.active.eval.videos["ucf101"]
+    proto = params.active.eval.videos["ucf101"].model_copy(update={"frames": 4})
     calls = []
 
     def still(first, frames, seed):  # every frame is the input: PIC's maximum
