@@ -54,8 +54,11 @@ class T2IProbes:
         if proto is None or proto.prompts is None:
             raise KeyError("eval.every needs eval.images.coco30k with prompts: the held-out pairs of the T2I curve")
         self.pairs = spaced(coco_prompts(proto.prompts, proto.reference, 10**9))
+        device = "cuda" if torch.cuda.is_available() else "cpu"  # T5-XXL once, then only its outputs are kept
         with torch.no_grad():
-            self.emb, self.mask = T5TextEncoder.from_config(profile.text_encoder)([p["prompt"] for p in self.pairs])
+            emb, mask = T5TextEncoder.from_config(profile.text_encoder, device)([p["prompt"] for p in self.pairs])
+        self.emb, self.mask = emb.float().cpu(), mask.cpu()
+        self.vae = None  # built on the first stage that trains
 
     @torch.no_grad()
     def at(self, resolution: int) -> HeldoutLoss:
@@ -65,9 +68,12 @@ class T2IProbes:
         from lumos.diffusion import GaussianDiffusion
         from lumos.encoders import build_vae
 
-        prep, vae = square_crop(resolution), build_vae(self.profile.vae)
+        if self.vae is None:
+            self.vae = build_vae(self.profile.vae)
+        prep = square_crop(resolution)
         x = torch.stack([prep(Image.open(p["path"]).convert("RGB")) for p in self.pairs])
-        latents = torch.cat([vae.encode(x[i:i + 16] * 2 - 1)[0].float() for i in range(0, len(x), 16)])
-        return HeldoutLoss("heldout_loss_coco", latents, self.emb.float(), GaussianDiffusion(self.profile.diffusion.train_steps),
-                           seed=self.profile.eval.seed, condition_mask=self.mask)
+        latents = torch.cat([self.vae.encode(x[i:i + 16] * 2 - 1)[0].float() for i in range(0, len(x), 16)])
+        diffusion = GaussianDiffusion(self.profile.diffusion.train_steps)
+        return HeldoutLoss("heldout_loss_coco", latents, self.emb, diffusion, seed=self.profile.eval.seed,
+                           condition_mask=self.mask)
 

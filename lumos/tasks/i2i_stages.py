@@ -69,10 +69,12 @@ def run_train(profile: Profile, features: Path | None = None, out: Path = MODELS
               "train": profile.train.model_dump(exclude={"steps", "checkpoint_every", "log_every", "keep_last"}),
               "schedule": {"steps": profile.train.steps}, "diffusion": profile.diffusion.model_dump(),
               "features": {"samples": len(data), "keys_head": data.keys_head(3)}}
-    from lumos.eval.probes import i2i_probe  # held-out loss at checkpoints (eval.every)
+    from lumos.eval.probes import i2i_probe  # held-out loss at checkpoints (eval.every), on rank 0
+    from lumos.tasks.runs import _rank
 
+    probe = i2i_probe(profile) if _rank() == 0 else None
     return write_summary(out / "summary.json", fit(task, run_spec(profile), out, config, stop_after=stop_after,
-                                                   probe=i2i_probe(profile), probe_every=profile.eval.every))
+                                                   probe=probe, probe_every=profile.eval.every))
 
 
 def run_sample(profile: Profile, models: Path = MODELS, catalog: Path = DEFAULT_CATALOG,

@@ -28,7 +28,7 @@ from lumos.models import backbone_args
 from lumos.sample.i2i import load_model, save_grid, save_png
 from lumos.sample.t2i import text_to_image
 from lumos.tasks.priors import prior_checkpoint, t2i_final
-from lumos.tasks.runs import finished, fit, write_summary
+from lumos.tasks.runs import _rank, finished, fit, write_summary
 from lumos.tasks.t2i import T2ITask
 from lumos.train.lineage import lineage
 from lumos.train.loop import RunSpec, latest_checkpoint
@@ -98,7 +98,7 @@ def run_train(profile: Profile, features: Path = FEATURES, t5: Path = T5_DIR, ou
             ckpt = latest_checkpoint(stage_out)
             summaries.append(json.loads((stage_out / "summary.json").read_text()))
         else:
-            if probes is None and profile.eval.every is not None:
+            if probes is None and profile.eval.every is not None and _rank() == 0:  # rank 0 probes
                 from lumos.eval.probes import T2IProbes
 
                 probes = T2IProbes(profile)
