@@ -22,6 +22,11 @@ weights paths and the protocols (COCO-30K, ImageNet, UCF-101, MSR-VTT); for exam
     cfg = load_profile().eval
     ext = image_extractor(cfg.inception_weights, cfg.feature_dim, cfg.feature_resolution, cfg.seed)
     fid_kid(samples, reference, ext, resolution=cfg.images["coco30k"].resolution)
+
+Held-out protocols (issue 17), used by the ``evaluate-*`` stages (``stages``): ``references``
+(COCO captions, ImageNet val), ``nvs_heldout`` (GSO per-object folders at the GSO cameras),
+``i2v_heldout`` (UCF-101 / MSR-VTT clips, streamed), ``long_captions`` (Table 2 with the
+captioner's long captions) and ``probes`` (``eval.every``: held-out loss during training).
 """
 
 from lumos.eval.alignment import alignment_score, alignment_scores, detect_objects
