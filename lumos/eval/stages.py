@@ -103,7 +103,7 @@ def run_evaluate_t2i(profile: Profile, models: Path = Path("models/t2i"), out: P
     the last stage's square resolution, FID/KID vs. the captions' own images, CLIP score, and
     the strict mini-world alignment when the captions come with scene parameters."""
     from lumos.encoders import build_vae
-    from lumos.encoders.t5 import T5TextEncoder
+    from lumos.encoders.text import build_text_encoder
     from lumos.sample.i2i import load_model
     from lumos.sample.t2i import text_to_image
     from lumos.tasks.priors import t2i_final
@@ -117,7 +117,7 @@ def run_evaluate_t2i(profile: Profile, models: Path = Path("models/t2i"), out: P
         raise ValueError("eval.images.coco30k.prompts must name the COCO captions_val2014.json")
     prompts = coco_prompts(proto.prompts, proto.reference, proto.samples)
     side = profile.t2i.stages[-1].resolution
-    vae, text = build_vae(profile.vae), T5TextEncoder.from_config(profile.text_encoder)
+    vae, text = build_vae(profile.vae), build_text_encoder(profile.text_encoder)
     generated = torch.cat([  # batches of 8 keep memory flat in the number of prompts
         (text_to_image(model, vae, text, [p["prompt"] for p in prompts[i:i + 8]], side, side, profile.diffusion,
                        profile.sample.seed + i) * 255).round().byte()
