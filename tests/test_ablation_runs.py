@@ -17,7 +17,7 @@ from lumos.data.features import write_feature_shard
 from lumos.models import ConditionedDiT
 from lumos.sample.i2i import load_model
 from lumos.tasks.i2i_conditions import class_of
-from lumos.tasks.i2i_stages import run_train
+from lumos.tasks.i2i_stages import run_sample, run_train
 from lumos.tasks.priors import init_from
 from lumos.train.loop import latest_checkpoint
 
@@ -74,6 +74,8 @@ def test_fig8_class_and_unconditional_priors_train_on_imagenet_and_transfer_to_t
         assert (config["model_args"]["condition_tokens"], config["model_args"]["condition_dim"]) == (1, 2)
     else:
         assert config["condition"] == "none"
+    with pytest.raises(ValueError, match="no image variations"):
+        run_sample(profile, models=tmp_path / "i2i", catalog=i2i_data / "catalog.duckdb", out=tmp_path / "s")
     t2i = ConditionedDiT(**{**config["model_args"], "condition_dim": 24, "condition_tokens": 5})
     report = init_from(t2i, ckpt, "text")  # the T2I transfer: every weight but the condition's
     assert report["copied"] and any("null_condition" in k for k in report["initialised"])

@@ -84,6 +84,9 @@ def run_sample(profile: Profile, models: Path = MODELS, catalog: Path = DEFAULT_
     if ckpt is None:
         raise FileNotFoundError(f"no finished checkpoint in {models}: run train-i2i first")
     model, config = load_model(ckpt)
+    if config.get("condition", "vision") != "vision":
+        raise ValueError(f"{ckpt} is a {config['condition']}-conditioned prior (Fig. 8's train.condition): "
+                         "it has no image variations; its grid stops at evaluate-t2i")
     vae, encoder = build_vae(profile.vae), build_vision_encoder(profile.vision_encoder)
     s, res = profile.sample, profile.train.resolution
     rows = query(f"SELECT shard, key, member FROM images ORDER BY key LIMIT {max(s.images, 2)}",
