@@ -23,15 +23,17 @@ PRIOR_AND_T2I = ("evaluate-i2i", "evaluate-t2i")  # the prior's I2I FID and its 
 
 @dataclass(frozen=True)
 class FromParams:
-    """An axis whose values are a list in the active profile (e.g. ``ablate.data_scale.sizes``)."""
+    """A value read from the active profile (e.g. the axis ``ablate.data_scale.sizes``)."""
 
     path: str
 
-    def values(self, profile: Profile) -> list:
+    def read(self, profile: Profile | None, key: str) -> object:
+        if profile is None:
+            raise ValueError(f"{key} reads {self.path} from params: give the profile")
         node = profile
         for part in self.path.split("."):
             node = getattr(node, part)
-        return list(node)
+        return node
 
 
 Values = list | FromParams
@@ -52,11 +54,7 @@ class Grid:
 
     def _values(self, key: str, values: Values, profile_name: str, profile: Profile | None) -> list:
         values = self.per_profile.get(profile_name, {}).get(key, values)
-        if isinstance(values, FromParams):
-            if profile is None:
-                raise ValueError(f"axis {key} reads {values.path} from params: give the profile")
-            return values.values(profile)
-        return list(values)
+        return list(values.read(profile, key) if isinstance(values, FromParams) else values)
 
     def points(self, profile_name: str = "", profile: Profile | None = None) -> list[dict[str, object]]:
         axes = []
@@ -73,14 +71,7 @@ class Grid:
         out = {}
         for key, value in self.fixed.items():
             value = self.per_profile.get(profile_name, {}).get(key, value)
-            if isinstance(value, FromParams):
-                if profile is None:
-                    raise ValueError(f"{key} reads {value.path} from params: give the profile")
-                node = profile
-                for part in value.path.split("."):
-                    node = getattr(node, part)
-                value = node
-            out[key] = value
+            out[key] = value.read(profile, key) if isinstance(value, FromParams) else value
         return out
 
 
