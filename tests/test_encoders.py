@@ -252,15 +252,15 @@ def test_unrelated_vit_is_not_a_registered_family():
 
 def test_mocov3_checkpoint_builds_by_arch_and_path(tmp_path, images):
     """The encoder grid's MoCo v3 entry loads through build_vision_encoder: ``[timm_arch:]path``
-    (a real timm ViT config, vit_tiny here; the paper's ViT-B/16 is the default arch)."""
-    source = seeded(lambda: timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=64)).eval()
+    (a real timm ViT config, timm's own test_vit here; the paper's ViT-B/16 is the default arch)."""
+    source = seeded(lambda: timm.create_model("test_vit", num_classes=0, img_size=64)).eval()
     path = tmp_path / "moco-vit-tiny.pth.tar"
     _moco_checkpoint(source, path)
-    enc = build_vision_encoder(vcfg("mocov3", "cls", pretrained=f"vit_tiny_patch16_224:{path}"))
+    enc = build_vision_encoder(vcfg("mocov3", "cls", pretrained=f"test_vit:{path}"))
     x = enc.preprocess(images)
     torch.testing.assert_close(enc.backbone.forward_features(x), source.forward_features(x))
-    assert enc(images).shape == (3, 1, 192)
-    small = VisionTransformer(img_size=64, patch_size=16, embed_dim=32, depth=12, num_heads=2, num_classes=0)
+    assert enc(images).shape == (3, 1, 64)
+    small = VisionTransformer(img_size=64, patch_size=16, embed_dim=32, depth=6, num_heads=2, num_classes=0)
     with pytest.raises(ValueError, match="do not fit.*'<arch>:"):  # another size: say to name the arch
         load_mocov3(small, path)
 
