@@ -230,14 +230,14 @@ def _ablate_args(p: argparse.ArgumentParser) -> None:
 def _ablate(args: argparse.Namespace) -> int:
     import shlex
 
-    from lumos.experiments import GRIDS, queue, queue_commands
+    from lumos.experiments import listing, queue, queue_commands
 
+    params = load_params(args.params)
     if args.grid is None:
-        for name, grid in GRIDS.items():
-            print(f"{name:12s} {len(grid.points())} runs -> {grid.target}: {grid.about}")
+        print("\n".join(listing(params.profile, params.active)))
         return 0
     if args.dry:
-        for cmd in queue_commands(args.grid, load_params(args.params).profile):
+        for cmd in queue_commands(args.grid, params.profile, profile=params.active):
             print(shlex.join(cmd))
         return 0
     names = queue(args.grid, run=args.run, params=str(args.params))

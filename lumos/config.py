@@ -224,6 +224,7 @@ class T2IData(Section):
     quotas: dict[str, PosInt] = {}  # source name -> rows at most (a seeded sample); absent: all
     seed: int = 0
     long_caption_ratio: Prob = 0.95  # DALL-E 3: long captions mixed with the raw ones
+    caption_noise: Prob = 0.0  # Fig. 2a / S1: this share of captions replaced by other images' (seed)
 
     def rule(self, source: str) -> SubsetRule:
         return self.sources.get(source, SubsetRule(min_side=self.min_side, aesthetic_min=self.aesthetic_min))
@@ -254,15 +255,17 @@ class VisionEncoder(Section):
 
     name: Literal["dino", "dinov2", "mocov3", "clip"] = "dino"
     pretrained: str | None = "facebook/dino-vitb16"  # None: tiny random config
-    tokens: Literal["cls", "patch", "all", "topk"] = "cls"
-    topk: PosInt = 119  # CLS + 119 patches = 120, T5's length
+    tokens: Literal["cls", "patch", "all", "topk", "random"] = "cls"
+    topk: PosInt = 119  # CLS + 119 patches = 120, T5's length (also the count of `random`)
+    patch_seed: int = 0  # tokens: random (F.2's control): CLS + topk patches drawn per image
     resolution: PosInt = 224
     normalize_cls: bool = True  # DINO's [CLS] L2-normalised, as the released Lumos code
 
 
 class TextEncoder(Section):
-    """T5 for T2I (supplement H.2): Flan-T5-XXL, 120 tokens."""
+    """T5 for T2I (supplement H.2): Flan-T5-XXL, 120 tokens; or CLIP's text tower (Fig. 11)."""
 
+    name: Literal["t5", "clip"] = "t5"  # clip: open_clip, pretrained "ARCH:TAG" (None: tiny)
     pretrained: str | None = "google/flan-t5-xxl"  # None: tiny random T5
     max_length: PosInt = 120
     precision: Precision = "bf16"
@@ -311,7 +314,12 @@ class Train(Section):
     seed: int = 0
     checkpoint_every: PosInt = 5000
     log_every: PosInt = 100
-    max_samples: PosInt | None = None  # I2I data scale (section 4.3): the first N cached samples
+    max_samples: PosInt | None = None  # I2I data scale (Fig. 2b): a seeded random N of the samples
+    subset_seed: int = 0  # which N (max_samples); the training order stays `seed`'s
+    # Fig. 8: what the prior is pre-trained on: the image's encoder tokens (Lumos-I2I), its class
+    # (the ImageNet folder of its URL, one-hot: a learned label embedding) or nothing
+    condition: Literal["image", "class", "none"] = "image"
+    sources: Annotated[list[str], Field(min_length=1)] | None = None  # only these catalog sources
     keep_last: PosInt | None = 3  # finished checkpoints kept on disk (older ones deleted); null: all
     loader_workers: Annotated[int, Field(ge=0)] = 2  # streamed-input DataLoader workers per rank
 
@@ -533,6 +541,21 @@ class Eval(Section):
     every: PosInt | None = None  # held-out metric every N saved checkpoints during training; None: off
 
 
+# --------------------------------------------------------------------------- ablations
+class DataScale(Section):
+    """Fig. 2b: I2I prior trained on seeded random subsets of these sizes (train.max_samples)."""
+
+    sizes: Annotated[list[PosInt], Field(min_length=1)] = [10_000_000, 50_000_000, 100_000_000, 190_000_000]
+
+
+class Ablate(Section):
+    """Values of the `lumos ablate` grids that depend on the scale (lumos/experiments.py)."""
+
+    data_scale: DataScale = DataScale()
+    caption_noise: Annotated[list[Prob], Field(min_length=1)] = [0.1, 0.3, 0.5, 0.7, 0.9]  # Fig. 2a, S1
+    prior_sources: Annotated[list[str], Field(min_length=1)] = ["imagenet"]  # Fig. 8: all on ImageNet-1K
+
+
 # --------------------------------------------------------------------------- scale-out
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -599,6 +622,7 @@ class Profile(Section):
     ray: RaySettings = RaySettings()  # where per-shard stages run (lumos/runtime/ray.py)
     device: Device = "auto"  # model stages: auto takes the GPU when there is one
     storage: Storage = Storage()  # output roots: local folders or fsspec URLs
+    ablate: Ablate = Ablate()  # `lumos ablate` grid values (lumos/experiments.py)
 
 
 class Params(Section):

@@ -86,7 +86,7 @@ BAD = [
     (T + "train.optimizer.lr", -1.0, None, "greater than 0"),
     (T + "model.condition_dropout", 1.5, None, "less than or equal to 1"),
     (T + "train.zero_stage", 5, None, "less than or equal to 3"),
-    (T + "vision_encoder.tokens", "clss", None, "'cls', 'patch', 'all' or 'topk'"),
+    (T + "vision_encoder.tokens", "clss", None, "'cls', 'patch', 'all', 'topk' or 'random'"),
     (T + "model.variant", "XXL/2", None, "'tiny', 'B/2', 'L/2' or 'XL/2'"),
     (T + "train.gradient_checkpointing", "yes", None, "valid boolean"),
     (T + "mini_world.n_images", "400", None, "valid integer"),

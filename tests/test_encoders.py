@@ -248,3 +248,35 @@ def test_unrelated_vit_is_not_a_registered_family():
     with pytest.raises(KeyError, match="known"):
         ENCODERS["siglip"]
     assert isinstance(build_vision_encoder(vcfg("dino")).backbone, ViTModel)
+
+
+def test_mocov3_checkpoint_builds_by_arch_and_path(tmp_path, images):
+    """The encoder grid's MoCo v3 entry loads through build_vision_encoder: ``[timm_arch:]path``
+    (a real timm ViT config, timm's own test_vit here; the paper's ViT-B/16 is the default arch)."""
+    source = seeded(lambda: timm.create_model("test_vit", num_classes=0, img_size=64)).eval()
+    path = tmp_path / "moco-vit-tiny.pth.tar"
+    _moco_checkpoint(source, path)
+    enc = build_vision_encoder(vcfg("mocov3", "cls", pretrained=f"test_vit:{path}"))
+    x = enc.preprocess(images)
+    torch.testing.assert_close(enc.backbone.forward_features(x), source.forward_features(x))
+    assert enc(images).shape == (3, 1, 64)
+    small = VisionTransformer(img_size=64, patch_size=16, embed_dim=32, depth=6, num_heads=2, num_classes=0)
+    with pytest.raises(ValueError, match="do not fit.*'<arch>:"):  # another size: say to name the arch
+        load_mocov3(small, path)
+
+
+def test_random_patch_control_is_seeded_per_image(images):
+    """F.2's control: [CLS] + k random patches, the same for an image in any batch, other
+    patches than top-k's, and other ones under another patch_seed."""
+    enc = build_vision_encoder(vcfg("dino", "random"))
+    out = enc(images)
+    assert out.shape == (3, 1 + K, 32) and enc.num_tokens == 1 + K == num_tokens(enc.cfg)
+    torch.testing.assert_close(enc(images[1:2]), out[1:2])  # batch-independent
+    cls, patches = enc.features(images)
+    assert torch.equal(out[:, :1], cls)
+    chosen = [{int((patches[b] == t).all(-1).nonzero()[0]) for t in out[b, 1:]} for b in range(3)]
+    assert all(len(c) == K for c in chosen) and len({frozenset(c) for c in chosen}) > 1
+    topk = build_vision_encoder(vcfg("dino", "topk"))(images)
+    assert not torch.equal(topk, out)
+    other = build_vision_encoder(vcfg("dino", "random", patch_seed=1))(images)
+    assert not torch.equal(other, out)

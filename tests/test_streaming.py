@@ -70,11 +70,22 @@ def test_memory_url_fp16_cache_and_max_samples():
     assert [u.rsplit("/", 1)[-1] for u in urls] == ["s00.safetensors", "s01.safetensors", "s02.safetensors"]
     assert read_header(urls[0])["latent_mean"]["dtype"] == "F16"  # stored in the params' precision
     data = FeatureStream(root, max_samples=6)
-    assert len(data) == 6 and data.keys_head(3) == ["k0-0", "k0-1", "k0-2"]
+    assert len(data) == 6
     assert data.shapes == {"latent_mean": (4, 2, 2), "latent_std": (4, 2, 2), "condition": (3, 8)}
     batches = list(islice(data.loader(3, seed=0, workers=0), 2))
     assert batches[0]["latent_mean"].dtype == torch.float16
-    assert sorted(_ids(batches)) == [0, 1, 2, 3, 100, 101]  # the first 6 samples only
+    chosen = sorted(_ids(batches))  # one epoch: each of the 6 once
+    assert len(set(chosen)) == 6 and data.keys_head(1)[0] == f"k{min(chosen) // 100}-{min(chosen) % 100}"
+    # Fig. 2b's data scale: a seeded random subset (the same for the seed, not the first N)
+    again = sorted(_ids(islice(FeatureStream(root, max_samples=6).loader(3, seed=5, workers=0), 2)))
+    other = sorted(_ids(islice(FeatureStream(root, max_samples=6, subset_seed=1).loader(3, seed=0, workers=0), 2)))
+    assert again == chosen and other != chosen and {chosen[0], other[0]} != {0}
+    # labels: only the labelled keys are read, and batches carry their labels
+    labels = {"k0-1": 3, "k1-2": 1, "k2-0": 2}
+    labelled = next(iter(FeatureStream(root, labels=labels).loader(3, seed=0, workers=0)))
+    assert sorted(zip(_ids([labelled]), labelled["label"].tolist())) == [(1, 3), (102, 1), (200, 2)]
+    with pytest.raises(ValueError, match="wanted keys"):
+        FeatureStream(root, labels={"nope": 0})
     fsspec.filesystem("memory").rm("/lumos-test-stream", recursive=True)
 
 

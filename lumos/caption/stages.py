@@ -14,7 +14,7 @@ from lumos.caption.subset import select_t2i
 from lumos.config import Profile
 from lumos.curation.catalog import CAPTIONS, DEFAULT_CATALOG, T2I_SUBSET
 from lumos.data.text_features import extract_text_features
-from lumos.encoders.t5 import T5TextEncoder
+from lumos.encoders.text import build_text_encoder
 
 SUBSET_DIR, CAPTIONS_DIR, T5_DIR = T2I_SUBSET.parent, CAPTIONS.parent, Path("datasets/features/t5")
 
@@ -35,7 +35,8 @@ def run_caption(profile: Profile, stop_after: int | None = None) -> dict:
 
 def run_text_features(profile: Profile) -> dict:
     t = profile.text_encoder
-    encoder = T5TextEncoder.from_config(t)
+    encoder = build_text_encoder(t)
     fingerprint = {"text_encoder": t.model_dump(), "model": encoder.name}
     return extract_text_features(T2I_SUBSET, CAPTIONS, T5_DIR, encoder, batch_size=64,
-                                 precision=t.precision, fingerprint=fingerprint)
+                                 precision=t.precision, fingerprint=fingerprint,
+                                 caption_noise=profile.t2i_data.caption_noise, noise_seed=profile.t2i_data.seed)

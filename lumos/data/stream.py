@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from itertools import count, islice
 
 import fsspec
+import numpy as np
 import torch
 import webdataset as wds
 from safetensors.torch import load as load_safetensors
@@ -193,35 +194,78 @@ class StreamedShards(IterableDataset):
                           persistent_workers=False, prefetch_factor=4 if workers else None)
 
 
+def subset_counts(available: list[int], n: int | None, seed: int) -> list[int]:
+    """How many of each shard's ``available`` rows a seeded random subset of ``n`` takes (all
+    when ``n`` is None or not smaller): a multivariate hypergeometric draw, so every n-subset of
+    the rows is equally likely without listing them (memory ~ shards, not samples)."""
+    total = sum(available)
+    if n is None or n >= total:
+        return list(available)
+    return [int(c) for c in np.random.default_rng(seed).multivariate_hypergeometric(available, n)]
+
+
+def shard_picks(eligible: list[int], count: int, seed: int, shard: int) -> list[int]:
+    """``count`` of a shard's ``eligible`` row numbers, seeded by (seed, shard), in file order."""
+    if count >= len(eligible):
+        return list(eligible)
+    chosen = np.random.default_rng([seed, shard]).choice(len(eligible), size=count, replace=False)
+    return [eligible[i] for i in sorted(chosen.tolist())]
+
+
 class FeatureStream(StreamedShards):
-    """I2I / I2V feature shards (``latent_mean``, ``latent_std``, ``condition``), streamed."""
+    """I2I / I2V feature shards (``latent_mean``, ``latent_std``, ``condition``), streamed.
+
+    ``max_samples``: a seeded random subset (``subset_seed``) of that size (Fig. 2b's data scale);
+    ``labels``: key -> class index; when given, only those keys are read and batches carry
+    ``label`` (Fig. 8's class-conditional prior, or a restriction to some sources)."""
 
     TENSORS = ("latent_mean", "latent_std", "condition")
 
-    def __init__(self, root: str, max_samples: int | None = None) -> None:
+    def __init__(self, root: str, max_samples: int | None = None, subset_seed: int = 0,
+                 labels: dict[str, int] | None = None) -> None:
         urls = list_shards(root)
         if not urls:
             raise FileNotFoundError(f"no feature shards in {root}: run the features stage first")
-        self.shards, self._keys_head, self.shapes = [], [], {}
-        left = max_samples
-        for url in urls:
+        self.labels, self.subset_seed = labels, subset_seed
+        available = []
+        for url in urls:  # one header at a time: memory ~ one shard's keys
             header = read_header(url)
             keys = header_meta(header, "keys", [])
-            rows = len(keys) if left is None else min(len(keys), left)
-            if rows == 0:
-                break
-            self.shards.append(Shard(url, rows))
-            self._keys_head += keys[: max(0, 3 - len(self._keys_head))]
-            if not self.shapes:
+            available.append(len(keys) if labels is None else sum(k in labels for k in keys))
+            if len(available) == 1:
                 self.shapes = {k: header_shape(header, k)[1:] for k in self.TENSORS}
-            if left is not None:
-                left -= rows
+        if sum(available) == 0:
+            raise ValueError(f"no feature shard in {root} holds any of the {len(labels or {})} wanted keys")
+        counts = subset_counts(available, max_samples, subset_seed)
+        self.shards = [Shard(url, c) for url, c in zip(urls, counts) if c]
+        self._index = {url: i for i, url in enumerate(urls)}
+        self._count = dict(zip(urls, counts))
+        self._full = {url: c == a and labels is None for url, c, a in zip(urls, counts, available)}
+        first = self.shards[0].url
+        self._keys_head = self._picked(first, header_meta(read_header(first), "keys", []))[1][:3]
         self.root = str(root)
+
+    def _picked(self, url: str, keys: list[str]) -> tuple[list[int], list[str]]:
+        """(row numbers, keys) this stream reads of shard ``url`` (file order)."""
+        if self._full[url]:
+            return list(range(len(keys))), keys
+        eligible = [i for i, k in enumerate(keys) if self.labels is None or k in self.labels]
+        rows = shard_picks(eligible, self._count[url], self.subset_seed, self._index[url])
+        return rows, [keys[i] for i in rows]
 
     def keys_head(self, n: int = 3) -> list[str]:
         return self._keys_head[:n]
 
+    def _open(self, url: str) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None]:
+        tensors, meta = load_shard(url)
+        rows, keys = self._picked(url, json.loads(meta["keys"]))
+        labels = None if self.labels is None else torch.tensor([self.labels[k] for k in keys])
+        return tensors, torch.tensor(rows), labels
+
     def load_rows(self, shard: Shard, rows: list[int], cache: ShardCache) -> dict[str, torch.Tensor]:
-        tensors, _ = cache.get(shard.url, lambda: load_shard(shard.url))
+        tensors, picked, labels = cache.get(shard.url, lambda: self._open(shard.url))
         idx = torch.tensor(rows)
-        return {k: tensors[k][idx] for k in self.TENSORS}
+        out = {k: tensors[k][picked[idx]] for k in self.TENSORS}
+        if labels is not None:
+            out["label"] = labels[idx]
+        return out

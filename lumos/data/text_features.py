@@ -14,23 +14,31 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from lumos.caption.noise import noisy_pairing
 from lumos.data.features import read_feature_meta
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def extract_text_features(subset: Path | str, captions: Path | str | None, out_dir: Path | str,
-                          encoder, batch_size: int, precision: str, fingerprint: dict) -> dict:
+                          encoder, batch_size: int, precision: str, fingerprint: dict,
+                          caption_noise: float = 0.0, noise_seed: int = 0) -> dict:
+    """``caption_noise``: that share of the samples embed another sample's captions (Fig. 2a)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     join = (f"LEFT JOIN read_parquet('{captions}') c USING (uid)" if captions and Path(captions).exists()
             else "LEFT JOIN (SELECT NULL::VARCHAR AS uid, NULL::VARCHAR AS long_caption) c USING (uid)")
     rows = duckdb.sql(f"SELECT s.shard, s.uid, s.raw_caption, c.long_caption FROM '{subset}' s {join} "
                       "ORDER BY s.shard, s.key").fetchall()
+    if caption_noise:  # Fig. 2a: wrong captions, drawn over the whole set
+        source = noisy_pairing(len(rows), caption_noise, noise_seed)
+        rows = [(shard, uid, rows[j][2], rows[j][3]) for (shard, uid, _, _), j in zip(rows, source)]
+        fingerprint = {**fingerprint, "caption_noise": caption_noise, "noise_seed": noise_seed}
     shards: dict[str, list[tuple[str, str, str | None]]] = defaultdict(list)
     for shard, uid, raw, long in rows:
         shards[shard].append((uid, raw or "", long))
-    counts = {"computed": 0, "cached": 0, "samples": 0, "seconds": 0.0}
+    counts = {"computed": 0, "cached": 0, "samples": 0, "seconds": 0.0,
+              "wrong_captions": sum(i != j for i, j in enumerate(source)) if caption_noise else 0}
     wanted = set()
     for shard, items in tqdm(shards.items(), desc="t5 cache", dynamic_ncols=True):
         target = out / (shard.replace("/", "--").removesuffix(".tar") + ".safetensors")

@@ -2,7 +2,9 @@
 
 MoCo v3 publishes training checkpoints (``vit-b-300ep.pth.tar``): a ``state_dict`` whose
 backbone keys start with ``module.base_encoder.`` next to the momentum encoder and predictor.
-The backbone keys match timm's ViT; the projection head is dropped.
+The backbone keys match timm's ViT; the projection head is dropped. ``pretrained`` is the
+checkpoint's path, optionally after the timm architecture it holds: ``"vit_small_patch16_224:
+/path/vit-s-300ep.pth.tar"`` (default ``vit_base_patch16_224``, the paper's ViT-B/16).
 """
 
 from __future__ import annotations
@@ -70,13 +72,27 @@ def load_mocov3(model: VisionTransformer, path: str | os.PathLike) -> None:
         state["pos_embed"] = resample_abs_pos_embed(
             pos, new_size=list(model.patch_embed.grid_size),
             num_prefix_tokens=model.num_prefix_tokens)
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+             if k in own and v.shape != own[k].shape]
+    if wrong:
+        raise ValueError(f"{path}: {len(wrong)} weights do not fit this {type(model).__name__} "
+                         f"backbone (e.g. {wrong[0]}): name its timm arch, '<arch>:{path}'")
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(("head.", "fc_norm."))]
     if missing:
         raise ValueError(f"{path}: the checkpoint lacks {len(missing)} ViT weights: {missing[:8]}")
     if result.unexpected_keys:
         raise ValueError(f"{path}: {len(result.unexpected_keys)} weights do not fit a "
-                         f"{ARCH} backbone: {result.unexpected_keys[:8]}")
+                         f"{type(model).__name__} backbone: {result.unexpected_keys[:8]}")
+
+
+def parse_mocov3_pretrained(pretrained: str) -> tuple[str, Path]:
+    """``"[timm_arch:]path"`` -> (timm architecture, checkpoint path)."""
+    arch, sep, path = pretrained.partition(":")
+    if not sep or "/" in arch or arch not in timm.list_models(arch):
+        arch, path = ARCH, pretrained
+    return arch, Path(path)
 
 
 @ENCODERS.register("mocov3")
@@ -88,9 +104,10 @@ def build_mocov3(cfg: VisionEncoder) -> TimmViTEncoder:
             img_size=side, patch_size=PATCH, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0,
             num_classes=0))
     else:
-        if not Path(cfg.pretrained).is_file():
+        arch, path = parse_mocov3_pretrained(cfg.pretrained)
+        if not path.is_file():
             raise FileNotFoundError(
-                f"mocov3 needs a local MoCo v3 checkpoint file, got {cfg.pretrained!r}")
-        model = timm.create_model(ARCH, pretrained=False, num_classes=0, img_size=side)
-        load_mocov3(model, cfg.pretrained)
+                f"mocov3 needs a local MoCo v3 checkpoint file ([timm_arch:]path), got {cfg.pretrained!r}")
+        model = timm.create_model(arch, pretrained=False, num_classes=0, img_size=side)
+        load_mocov3(model, path)
     return TimmViTEncoder(model, cfg)

@@ -16,7 +16,7 @@ from torch import nn
 
 from lumos.config import VisionEncoder
 from lumos.encoders.frozen import Frozen, check_images
-from lumos.encoders.tokens import check_topk, select_tokens, token_count
+from lumos.encoders.tokens import check_topk, image_seeds, select_tokens, token_count
 from lumos.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # DINO, DINOv2 and MoCo v3 were trained with these
@@ -44,7 +44,7 @@ class VisionTokenEncoder(Frozen):
         self.patch_size = int(patch_size)
         self.input_size = input_side(cfg.resolution, self.patch_size)
         self.num_patches = (self.input_size // self.patch_size) ** 2
-        if cfg.tokens == "topk":
+        if cfg.tokens in ("topk", "random"):
             check_topk(cfg.topk, self.num_patches)
         self.num_tokens = token_count(cfg.tokens, self.num_patches, cfg.topk)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
@@ -83,7 +83,8 @@ class VisionTokenEncoder(Frozen):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """[0,1] images (B,3,H,W) -> tokens (B, num_tokens, width) for ``cfg.tokens``."""
         cls, patches = self.features(images)
-        return select_tokens(cls, patches, self.cfg.tokens, self.cfg.topk)
+        seeds = image_seeds(images, self.cfg.patch_seed) if self.cfg.tokens == "random" else None
+        return select_tokens(cls, patches, self.cfg.tokens, self.cfg.topk, seeds)
 
     def extra_repr(self) -> str:
         return (f"family={self.family}, tokens={self.cfg.tokens}, num_tokens={self.num_tokens}, "
@@ -109,7 +110,7 @@ def num_tokens(cfg: VisionEncoder, num_patches: int | None = None) -> int:
     if cfg.tokens == "cls":
         return 1
     if num_patches is None:
-        if cfg.tokens == "topk":
+        if cfg.tokens in ("topk", "random"):
             return 1 + cfg.topk
         return build_vision_encoder(cfg).num_tokens
     return token_count(cfg.tokens, num_patches, cfg.topk)

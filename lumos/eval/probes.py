@@ -42,11 +42,11 @@ def i2i_probe(profile: Profile) -> HeldoutLoss | None:
 
 
 class T2IProbes:
-    """Held-out COCO (caption, image) pairs for the T2I stages: the captions are T5-encoded once,
+    """Held-out COCO (caption, image) pairs for the T2I stages: the captions are encoded once (T5, or CLIP for Fig. 11),
     the images encoded at each stage's square resolution on demand (Fig. 5's curves)."""
 
     def __init__(self, profile: Profile) -> None:
-        from lumos.encoders.t5 import T5TextEncoder
+        from lumos.encoders.text import build_text_encoder
         from lumos.eval.references import coco_prompts
 
         self.profile = profile
@@ -54,9 +54,9 @@ class T2IProbes:
         if proto is None or proto.prompts is None:
             raise KeyError("eval.every needs eval.images.coco30k with prompts: the held-out pairs of the T2I curve")
         self.pairs = spaced(coco_prompts(proto.prompts, proto.reference, 10**9))
-        device = "cuda" if torch.cuda.is_available() else "cpu"  # T5-XXL once, then only its outputs are kept
+        device = "cuda" if torch.cuda.is_available() else "cpu"  # the text encoder once, then only its outputs are kept
         with torch.no_grad():
-            emb, mask = T5TextEncoder.from_config(profile.text_encoder, device)([p["prompt"] for p in self.pairs])
+            emb, mask = build_text_encoder(profile.text_encoder, device)([p["prompt"] for p in self.pairs])
         self.emb, self.mask = emb.float().cpu(), mask.cpu()
         self.vae = None  # built on the first stage that trains
 

@@ -112,7 +112,7 @@ def run_evaluate_t2i(profile: Profile, models: Path = Path("models/t2i"), out: P
     the same images' long captions by the captioner (lumos/eval/long_captions.py) as prompts."""
     from lumos.caption.stages import build_captioner
     from lumos.encoders import build_vae
-    from lumos.encoders.t5 import T5TextEncoder
+    from lumos.encoders.text import build_text_encoder
     from lumos.eval.long_captions import long_captions
     from lumos.sample.i2i import load_model
     from lumos.tasks.priors import t2i_final
@@ -126,7 +126,7 @@ def run_evaluate_t2i(profile: Profile, models: Path = Path("models/t2i"), out: P
         raise ValueError("eval.images.coco30k.prompts must name the COCO captions_val2014.json")
     prompts = coco_prompts(proto.prompts, proto.reference, proto.samples)
     side = profile.t2i.stages[-1].resolution
-    vae, text = build_vae(profile.vae), T5TextEncoder.from_config(profile.text_encoder)
+    vae, text = build_vae(profile.vae), build_text_encoder(profile.text_encoder)
     generated = _text_to_images(model, vae, text, [p["prompt"] for p in prompts], side, profile)
     prep = square_crop(side)
     reference = torch.stack([(prep(_load_rgb(Path(p["path"]))) * 255).byte() for p in prompts])

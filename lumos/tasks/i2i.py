@@ -11,6 +11,7 @@ from lumos.data.features import FeatureShards
 from lumos.data.stream import FeatureStream
 from lumos.diffusion import GaussianDiffusion
 from lumos.models import ConditionedDiT
+from lumos.tasks.i2i_conditions import condition_tokens
 
 
 @dataclass
@@ -24,10 +25,14 @@ class I2ITask:
     gradient_checkpointing: bool = False
     name: str = "i2i"
     architecture: dict = field(default_factory=dict)  # backbone, learn_sigma (lumos.models.backbone_args)
+    condition: str = "image"  # Fig. 8: image | class | none (lumos.tasks.i2i_conditions)
+    num_classes: int = 0  # condition: class
 
     def model_args(self) -> dict:
         """ConditionedDiT's arguments, sized from the cached features (saved with checkpoints)."""
         mean, cond = self.data.shapes["latent_mean"], self.data.shapes["condition"]
+        if self.condition == "class":
+            cond = (1, self.num_classes)  # one-hot token: the projection is a label embedding
         return {"variant": self.variant, "latent_channels": mean[0], "latent_size": mean[-1],
                 "condition_dim": cond[-1], "condition_tokens": cond[0],
                 "gradient_checkpointing": self.gradient_checkpointing, **self.architecture}
@@ -43,8 +48,11 @@ class I2ITask:
 
     def loss(self, forward: nn.Module, model: ConditionedDiT, batch: dict[str, torch.Tensor],
              generator: torch.Generator) -> torch.Tensor:
-        mean, std, cond = batch["latent_mean"], batch["latent_std"], batch["condition"]
+        mean, std = batch["latent_mean"], batch["latent_std"]
+        cond = condition_tokens(self.condition, batch, self.num_classes)
         z0 = mean + std * torch.randn(mean.shape, generator=generator).to(mean)  # a posterior sample
         drop = torch.rand(mean.shape[0], generator=generator) < self.condition_dropout
+        if self.condition == "none":  # unconditional: always the learned null condition
+            drop = torch.ones_like(drop)
         cond = model.drop_condition(cond, drop.to(cond.device))
         return self.diffusion.loss(forward, z0, cond, generator)

@@ -19,6 +19,7 @@ from lumos.encoders import build_vae, build_vision_encoder
 from lumos.models import backbone_args
 from lumos.sample.i2i import interpolation, load_model, save_grid, variations
 from lumos.tasks.i2i import I2ITask
+from lumos.tasks.i2i_conditions import catalog_labels
 from lumos.tasks.runs import fit, write_summary
 from lumos.train.loop import RunSpec, latest_checkpoint
 
@@ -58,13 +59,18 @@ def run_spec(profile: Profile) -> RunSpec:
 
 
 def run_train(profile: Profile, features: Path | None = None, out: Path = MODELS,
-              stop_after: int | None = None) -> dict:
+              stop_after: int | None = None, catalog: Path = DEFAULT_CATALOG) -> dict:
+    t = profile.train
+    # Fig. 8: only some sources, and/or their ImageNet classes as the condition
+    labels, classes = catalog_labels(catalog, t.sources, t.condition == "class")
     # storage.features/i2i: a local folder or any fsspec URL, streamed per rank
-    data = FeatureStream(features or features_location(profile), profile.train.max_samples)
+    data = FeatureStream(features or features_location(profile), t.max_samples, t.subset_seed, labels)
     task = I2ITask(data, profile.model.variant, profile.model.condition_dropout,
                    GaussianDiffusion(profile.diffusion.train_steps, profile.model.vlb_weight),
-                   profile.train.gradient_checkpointing, architecture=backbone_args(profile.model))
-    config = {"task": "i2i", "condition": "vision", "model_class": "dit", "model_args": task.model_args(),
+                   t.gradient_checkpointing, architecture=backbone_args(profile.model),
+                   condition=t.condition, num_classes=len(classes))
+    kind = {"image": "vision", "class": "class", "none": "none"}[t.condition]  # what transfer sees
+    config = {"task": "i2i", "condition": kind, "classes": classes, "model_class": "dit", "model_args": task.model_args(),
               "encoders": {"vae": profile.vae.model_dump(), "vision_encoder": profile.vision_encoder.model_dump()},
               "train": profile.train.model_dump(exclude={"steps", "checkpoint_every", "log_every", "keep_last"}),
               "schedule": {"steps": profile.train.steps}, "diffusion": profile.diffusion.model_dump(),
@@ -83,6 +89,9 @@ def run_sample(profile: Profile, models: Path = MODELS, catalog: Path = DEFAULT_
     if ckpt is None:
         raise FileNotFoundError(f"no finished checkpoint in {models}: run train-i2i first")
     model, config = load_model(ckpt)
+    if config.get("condition", "vision") != "vision":
+        raise ValueError(f"{ckpt} is a {config['condition']}-conditioned prior (Fig. 8's train.condition): "
+                         "it has no image variations; its grid stops at evaluate-t2i")
     vae, encoder = build_vae(profile.vae), build_vision_encoder(profile.vision_encoder)
     s, res = profile.sample, profile.train.resolution
     rows = query(f"SELECT shard, key, member FROM images ORDER BY key LIMIT {max(s.images, 2)}",

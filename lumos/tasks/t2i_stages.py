@@ -23,7 +23,7 @@ from lumos.data.buckets import bucket_table, nearest_bucket
 from lumos.data.t2i import T2IStream, extract_t2i_latents, stage_key
 from lumos.diffusion import GaussianDiffusion
 from lumos.encoders import build_vae
-from lumos.encoders.t5 import T5TextEncoder
+from lumos.encoders.text import build_text_encoder
 from lumos.models import backbone_args
 from lumos.sample.i2i import load_model, save_grid, save_png
 from lumos.sample.t2i import text_to_image
@@ -131,7 +131,7 @@ def run_sample(profile: Profile, models: Path = MODELS, subset: Path = T2I_SUBSE
     if ckpt is None:
         raise FileNotFoundError(f"no finished T2I checkpoint in {models}: run train-t2i first")
     model, config = load_model(ckpt)
-    vae, text = build_vae(profile.vae), T5TextEncoder.from_config(profile.text_encoder)
+    vae, text = build_vae(profile.vae), build_text_encoder(profile.text_encoder)
     s, last = profile.t2i.sample, profile.t2i.stages[-1]
     table = bucket_table(last.resolution, MULTIPLE) if last.multi_aspect else [(last.resolution, last.resolution)]
     prompts = read_prompts(subset, s.prompts)

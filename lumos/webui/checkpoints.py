@@ -77,11 +77,11 @@ def load_i2i(path: Path | str, profile: Profile) -> I2IDemo:
 
 
 def load_t2i(path: Path | str, profile: Profile) -> T2IDemo:
-    from lumos.encoders.t5 import T5TextEncoder
+    from lumos.encoders.text import build_text_encoder
 
     ckpt, model, config = _load(path, "text")
     vae = build_vae(_section(VAE, config, "vae", profile.vae))
-    text = T5TextEncoder.from_config(_section(TextEncoder, config, "text_encoder", profile.text_encoder))
+    text = build_text_encoder(_section(TextEncoder, config, "text_encoder", profile.text_encoder))
     last = profile.t2i.stages[-1]
     stage = config.get("stage_settings", {})
     res, multi = stage.get("resolution", last.resolution), stage.get("multi_aspect", last.multi_aspect)
