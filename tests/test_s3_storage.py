@@ -89,3 +89,37 @@ def test_curation_and_features_with_datasets_on_a_bucket(tmp_path, params, bucke
     # a rerun computes nothing
     assert extract_features(tmp_path / "catalog.duckdb", features, build, 32, 8, {"v": 1},
                             ray=ray_cluster)["cached"] == len(shards)
+
+
+def _shard_contents(folder) -> dict[str, dict[str, bytes]]:
+    """{shard name: {member: bytes}} of an img2dataset output (member order within a tar is
+    the threads' completion order, so members are compared as a mapping)."""
+    import tarfile
+
+    out = {}
+    for tar in sorted(folder.glob("shards/*.tar")):
+        with tarfile.open(tar) as t:
+            out[tar.name] = {m.name: t.extractfile(m).read() for m in t if m.isfile()}
+    return out
+
+
+def test_img2dataset_ray_distributor_writes_the_same_shards_as_multiprocessing(tmp_path, params, ray_cluster):
+    import ray
+
+    world = params.active.mini_world.model_copy(update={
+        "base_url": f"http://127.0.0.1:{free_port()}", "n_images": 12, "parts": ["images"]})
+    root = tmp_path / "mw"
+    build_mini_world(world, root)
+    cfg = params.active.curation
+    dl = cfg.download.model_copy(update={"samples_per_shard": 12, "threads": 4})
+    source = Source(name="mw", reader="laion", metadata=str(root / "metadata.parquet"))
+    selected = select_source(cfg, source, tmp_path / "select")["selected"]
+    job = ray.get_runtime_context().get_job_id()
+    with serve_mini_world(root, world.base_url):
+        by_process = download_source(tmp_path / "select" / "selected.parquet", tmp_path / "mp", dl)
+        by_ray = download_source(tmp_path / "select" / "selected.parquet", tmp_path / "ray",
+                                 dl.model_copy(update={"distributor": "ray"}), ray=ray_cluster)
+    assert ray.get_runtime_context().get_job_id() == job  # the session's Ray, not one img2dataset started
+    assert by_ray == by_process and by_ray["shards"] == -(-selected // 12) >= 2
+    assert by_ray["status"]["success"] > 0
+    assert _shard_contents(tmp_path / "ray") == _shard_contents(tmp_path / "mp")

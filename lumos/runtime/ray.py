@@ -133,7 +133,8 @@ def ensure_ray(cfg: RaySettings) -> str:
     address = cfg.address or os.environ.get("RAY_ADDRESS") or local_ray_address()
     common = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     if address:
-        ray.init(address=address, **common)
+        env = forwarded_env()  # for tasks lumos does not start itself (img2dataset's ray distributor)
+        ray.init(address=address, runtime_env={"env_vars": env} if env else None, **common)
         return f"joined {address}"
     # "local", not None: Ray would otherwise join whatever `ray start` last ran on this machine
     ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
