@@ -5,6 +5,7 @@ shard lands whole."""
 from __future__ import annotations
 
 import json
+import os
 from functools import partial
 
 import boto3
@@ -123,3 +124,48 @@ def test_img2dataset_ray_distributor_writes_the_same_shards_as_multiprocessing(t
     assert by_ray == by_process and by_ray["shards"] == -(-selected // 12) >= 2
     assert by_ray["status"]["success"] > 0
     assert _shard_contents(tmp_path / "ray") == _shard_contents(tmp_path / "mp")
+
+
+KILLED_WRITER = """
+import os, sys, time
+import pyarrow as pa
+from img2dataset.writer import WebDatasetSampleWriter
+out = sys.argv[1]
+schema = pa.schema([("key", pa.string())])
+for shard, samples in ((0, 2), (1, 10**6)):  # shard 0 finished, shard 1 killed mid-way
+    w = WebDatasetSampleWriter(shard, out, False, 5, schema, "jpg")
+    for i in range(samples):
+        w.write(os.urandom(1 << 20), f"{shard:05d}{i:04d}", None, {"key": f"{shard:05d}{i:04d}"})
+        if shard == 1 and i == 8:  # 9 MB buffered: one 5 MB part of a multipart upload is sent
+            print("mid-shard", flush=True)
+            time.sleep(600)
+    w.close()
+"""
+
+
+def test_a_writer_killed_mid_shard_leaves_no_visible_shard_on_the_bucket(tmp_path, bucket):
+    """img2dataset's own shard writer streams a tar to the bucket (a multipart upload) and is
+    killed (SIGKILL) mid-shard: the object only appears on completion, so listings, glob and the
+    stages see shard 0 alone; the half shard is an upload in flight, never an object."""
+    import subprocess
+    import sys
+
+    out = f"{bucket}/curation/download/mw/shards"
+    script = tmp_path / "writer.py"
+    script.write_text(KILLED_WRITER)
+    endpoint = json.loads(os.environ["FSSPEC_S3"])["client_kwargs"]["endpoint_url"]
+    env = {**os.environ, "FSSPEC_S3": json.dumps({"client_kwargs": {"endpoint_url": endpoint},
+                                                  "default_block_size": 5 << 20})}
+    proc = subprocess.Popen([sys.executable, str(script), out], stdout=subprocess.PIPE, env=env)
+    try:
+        assert proc.stdout.readline().strip() == b"mid-shard"
+    finally:
+        proc.kill()
+        proc.wait()
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    in_flight = s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
+    assert [u["Key"] for u in in_flight] == ["curation/download/mw/shards/00001.tar"]  # truly mid-shard
+    fsspec.filesystem("s3").invalidate_cache()
+    assert storage.glob(out, "*.tar") == [f"{out}/00000.tar"]
+    assert not storage.exists(f"{out}/00001.tar")
+    assert [s["__key__"] for s in storage.iter_tar_samples(f"{out}/00000.tar")] == ["000000000", "000000001"]
