@@ -15,6 +15,7 @@ cold figure is printed above it). On a shared machine the figure is contended: o
 take the same cores.
 
     python bench/ray_scaling.py                 # 4 shards x 64 images of 384 px
+"""
 
 from __future__ import annotations
 
