@@ -151,7 +151,7 @@ def test_a_writer_killed_mid_shard_leaves_no_visible_shard_on_the_bucket(tmp_pat
     """img2dataset's own shard writer streams a tar to the bucket (a multipart upload) and is
     killed (SIGKILL) mid-shard: the object only appears on completion, so listings, glob and the
     stages see shard 0 alone; the half shard is an upload in flight, never an object."""
-    out = f"{bucket}/curation/download/mw/shards"
+    out = f"{bucket}/killed-writer/shards"  # moto keeps its buckets per process: a prefix of its own
     script = tmp_path / "writer.py"
     script.write_text(KILLED_WRITER)
     endpoint = json.loads(os.environ["FSSPEC_S3"])["client_kwargs"]["endpoint_url"]
@@ -165,7 +165,7 @@ def test_a_writer_killed_mid_shard_leaves_no_visible_shard_on_the_bucket(tmp_pat
         proc.wait()
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
     in_flight = s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
-    assert [u["Key"] for u in in_flight] == ["curation/download/mw/shards/00001.tar"]  # truly mid-shard
+    assert [u["Key"] for u in in_flight] == ["killed-writer/shards/00001.tar"]  # truly mid-shard
     fsspec.filesystem("s3").invalidate_cache()
     assert storage.glob(out, "*.tar") == [f"{out}/00000.tar"]
     assert not storage.exists(f"{out}/00001.tar")

@@ -68,9 +68,10 @@ def download_source(selected: Path | str, out_dir: Path | str, dl: Download,
     ``ray``: where ``distributor: ray`` runs (default: ``RaySettings()``, the run's local Ray)."""
     check_distributor(dl.distributor)
     if dl.distributor == "ray":
-        from lumos.runtime.ray import ensure_ray
+        from lumos.runtime.ray import ensure_ray, release_hosts
 
         ensure_ray(ray or RaySettings())
+        release_hosts()  # idle shard hosts of an earlier stage would hold the CPUs its tasks need
     from img2dataset import download  # heavy import (albumentations, cv2): only when used
 
     selected, out = Path(selected), storage.normalize(out_dir)  # out: a folder or a bucket URL

@@ -181,7 +181,10 @@ class ShardHost:
         return self.worker.run(job)
 
 
-_HOSTS: dict[str, list] = {}  # this driver's host pools, by resources and environment
+# This driver's host pool (one at a time), by resources and environment. Idle hosts still hold
+# their CPUs/GPUs: Ray work lumos does not start (img2dataset's ray distributor) calls
+# release_hosts() first.
+_HOSTS: dict[str, list] = {}
 
 
 def _host_pool(n: int, options: dict) -> list:
@@ -193,6 +196,8 @@ def _host_pool(n: int, options: dict) -> list:
     ctx = ray.get_runtime_context()  # a new connection (ray.shutdown, init) starts new pools
     key = hashlib.sha256(json.dumps([ctx.get_job_id(), ctx.get_node_id(), options], sort_keys=True,
                                     default=str).encode()).hexdigest()[:12]
+    if key not in _HOSTS:  # idle hosts of another shape hold CPUs/GPUs this pool may need
+        release_hosts()
     pool = _HOSTS.setdefault(key, [])
     actor = ray.remote(ShardHost).options(**options)
     while len(pool) < n:
