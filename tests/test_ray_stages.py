@@ -176,7 +176,7 @@ def test_a_killed_worker_loses_and_duplicates_nothing(tmp_path, ray_cluster):
     reference = tmp_path / "reference"
     score_source(dl, reference, SETTINGS, decode_batch=4)
     killed, stop = [], threading.Event()
-    killer = threading.Thread(target=_kill_one_running, args=("ray::ScoreWorker.run", killed, stop))
+    killer = threading.Thread(target=_kill_one_running, args=("ray::ShardHost.run", killed, stop))
     killer.start()
     try:
         counts = score_source(dl, tmp_path / "ray", SETTINGS, ray=ray_cluster, decode_batch=4)

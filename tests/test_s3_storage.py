@@ -5,7 +5,11 @@ shard lands whole."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from functools import partial
+from pathlib import Path
 
 import boto3
 import fsspec
@@ -26,6 +30,7 @@ from lumos.tasks.i2i_stages import build_encoders
 from conftest import free_port
 
 BUCKET = "lumos-test"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -89,3 +94,132 @@ def test_curation_and_features_with_datasets_on_a_bucket(tmp_path, params, bucke
     # a rerun computes nothing
     assert extract_features(tmp_path / "catalog.duckdb", features, build, 32, 8, {"v": 1},
                             ray=ray_cluster)["cached"] == len(shards)
+
+
+def _shard_contents(folder) -> dict[str, dict[str, bytes]]:
+    """{shard name: {member: bytes}} of an img2dataset output (member order within a tar is
+    the threads' completion order, so members are compared as a mapping)."""
+    import tarfile
+
+    out = {}
+    for tar in sorted(folder.glob("shards/*.tar")):
+        with tarfile.open(tar) as t:
+            out[tar.name] = {m.name: t.extractfile(m).read() for m in t if m.isfile()}
+    return out
+
+
+def test_img2dataset_ray_distributor_writes_the_same_shards_as_multiprocessing(tmp_path, params, ray_cluster):
+    import ray
+
+    world = params.active.mini_world.model_copy(update={
+        "base_url": f"http://127.0.0.1:{free_port()}", "n_images": 12, "parts": ["images"]})
+    root = tmp_path / "mw"
+    build_mini_world(world, root)
+    cfg = params.active.curation
+    dl = cfg.download.model_copy(update={"samples_per_shard": 12, "threads": 4})
+    source = Source(name="mw", reader="laion", metadata=str(root / "metadata.parquet"))
+    selected = select_source(cfg, source, tmp_path / "select")["selected"]
+    job = ray.get_runtime_context().get_job_id()
+    with serve_mini_world(root, world.base_url):
+        by_process = download_source(tmp_path / "select" / "selected.parquet", tmp_path / "mp", dl)
+        by_ray = download_source(tmp_path / "select" / "selected.parquet", tmp_path / "ray",
+                                 dl.model_copy(update={"distributor": "ray"}), ray=ray_cluster)
+    assert ray.get_runtime_context().get_job_id() == job  # the session's Ray, not one img2dataset started
+    assert by_ray == by_process and by_ray["shards"] == -(-selected // 12) >= 2
+    assert by_ray["status"]["success"] > 0
+    assert _shard_contents(tmp_path / "ray") == _shard_contents(tmp_path / "mp")
+
+
+KILLED_WRITER = """
+import os, sys, time
+import pyarrow as pa
+from img2dataset.writer import WebDatasetSampleWriter
+out = sys.argv[1]
+schema = pa.schema([("key", pa.string())])
+for shard, samples in ((0, 2), (1, 10**6)):  # shard 0 finished, shard 1 killed mid-way
+    w = WebDatasetSampleWriter(shard, out, False, 5, schema, "jpg")
+    for i in range(samples):
+        w.write(os.urandom(1 << 20), f"{shard:05d}{i:04d}", None, {"key": f"{shard:05d}{i:04d}"})
+        if shard == 1 and i == 8:  # 9 MB buffered: one 5 MB part of a multipart upload is sent
+            print("mid-shard", flush=True)
+            time.sleep(600)
+    w.close()
+"""
+
+
+def test_a_writer_killed_mid_shard_leaves_no_visible_shard_on_the_bucket(tmp_path, bucket):
+    """img2dataset's own shard writer streams a tar to the bucket (a multipart upload) and is
+    killed (SIGKILL) mid-shard: the object only appears on completion, so listings, glob and the
+    stages see shard 0 alone; the half shard is an upload in flight, never an object."""
+    out = f"{bucket}/killed-writer/shards"  # moto keeps its buckets per process: a prefix of its own
+    script = tmp_path / "writer.py"
+    script.write_text(KILLED_WRITER)
+    endpoint = json.loads(os.environ["FSSPEC_S3"])["client_kwargs"]["endpoint_url"]
+    env = {**os.environ, "FSSPEC_S3": json.dumps({"client_kwargs": {"endpoint_url": endpoint},
+                                                  "default_block_size": 5 << 20})}
+    proc = subprocess.Popen([sys.executable, str(script), out], stdout=subprocess.PIPE, env=env)
+    try:
+        assert proc.stdout.readline().strip() == b"mid-shard"
+    finally:
+        proc.kill()
+        proc.wait()
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    in_flight = s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
+    assert [u["Key"] for u in in_flight] == ["killed-writer/shards/00001.tar"]  # truly mid-shard
+    fsspec.filesystem("s3").invalidate_cache()
+    assert storage.glob(out, "*.tar") == [f"{out}/00000.tar"]
+    assert not storage.exists(f"{out}/00001.tar")
+    assert [s["__key__"] for s in storage.iter_tar_samples(f"{out}/00000.tar")] == ["000000000", "000000001"]
+
+
+WORLD_CMD = ("from lumos.config import load_params; from lumos.demo import build_mini_world; "
+             "build_mini_world(load_params('{params}').active.mini_world.model_copy("
+             "update=dict(n_images=12, parts=['images'])), 'world')")
+SELECT_CMD = ("from lumos.config import Source, load_params; from lumos.curation.select import select_source; "
+              "select_source(load_params('{params}').active.curation, "
+              "Source(name='mw', reader='laion', metadata='world/metadata.parquet'), 'select')")
+
+
+def _run(args, cwd) -> str:
+    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    assert done.returncode == 0, f"{args} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def test_dvc_remote_on_the_bucket_push_then_pull_into_a_fresh_clone_makes_repro_a_no_op(tmp_path, bucket):
+    """The documented remote set-up (bench/README.md, docs/scale-out.md): `dvc remote add` an
+    s3:// URL, `endpointurl` for an S3-compatible server, credentials from AWS_* (never in git).
+    Two real lumos stages (mini-world images, curate-select) in a small project."""
+    pytest.importorskip("dvc_s3", reason="DVC's s3 remote needs the dvc-s3 plugin (requirements.lock)")
+    import yaml
+
+    py, dvc = sys.executable, str(Path(sys.executable).with_name("dvc"))
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    stages = {"stages": {
+        "world": {"cmd": f'{py} -c "{WORLD_CMD.format(params=ROOT / "params.yaml")}"', "outs": ["world"]},
+        "select": {"cmd": f'{py} -c "{SELECT_CMD.format(params=ROOT / "params.yaml")}"',
+                   "deps": ["world/metadata.parquet"], "outs": ["select"]}}}
+    (proj / "dvc.yaml").write_text(yaml.safe_dump(stages))
+    git = ["git", "-c", "user.name=lumos", "-c", "user.email=lumos@127.0.0.1"]
+    endpoint = json.loads(os.environ["FSSPEC_S3"])["client_kwargs"]["endpoint_url"]
+    _run(git + ["init", "-q"], proj)
+    _run([dvc, "init", "-q"], proj)
+    _run([dvc, "repro"], proj)
+    _run([dvc, "remote", "add", "-d", "store", f"{bucket}/dvc"], proj)
+    _run([dvc, "remote", "modify", "store", "endpointurl", endpoint], proj)
+    _run(git + ["add", "-A"], proj)
+    _run(git + ["commit", "-qm", "pipeline"], proj)
+    _run([dvc, "push"], proj)
+    pushed = boto3.client("s3", endpoint_url=endpoint).list_objects_v2(Bucket=BUCKET, Prefix="dvc/")
+    assert pushed["KeyCount"] > 0
+
+    clone = tmp_path / "clone"
+    _run(git + ["clone", "-q", str(proj), str(clone)], tmp_path)
+    assert not (clone / "select").exists()  # outputs travel through the remote, not git
+    _run([dvc, "pull"], clone)
+    for out in ("world/metadata.parquet", "select/selected.parquet"):
+        assert (clone / out).read_bytes() == (proj / out).read_bytes()
+    assert "up to date" in _run([dvc, "status"], clone)
+    repro = _run([dvc, "repro"], clone)
+    assert "Running stage" not in repro and "didn't change" in repro

@@ -9,6 +9,12 @@ folder: if either changes, the old shards are removed before downloading again.
 
 img2dataset starts worker processes by spawning: call :func:`download_source` from code that
 runs under ``if __name__ == "__main__"`` (the flows do).
+
+``distributor: ray``: img2dataset submits one Ray task per shard (each its own ``thread_count``
+threads, 1 CPU) to the Ray this process is connected to; the stage first joins the run's Ray as
+params ``ray`` says (:func:`lumos.runtime.ray.ensure_ray`), so the download fans out on the same
+local Ray or cluster as the other per-shard stages instead of a second Ray img2dataset would
+start by itself. On a cluster, ``out`` must be a location every node reaches (a bucket).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from pathlib import Path
 
 import duckdb
 
-from lumos.config import Download
+from lumos.config import Download, RaySettings
 from lumos.runtime import storage
 
 FINGERPRINT = "fingerprint.json"
@@ -56,9 +62,16 @@ def check_distributor(name: str) -> None:
                            f"pip install {package} (and start its cluster), or use 'multiprocessing'")
 
 
-def download_source(selected: Path | str, out_dir: Path | str, dl: Download) -> dict:
-    """Download one source's selection into ``out_dir`` (resumable); returns status counts."""
+def download_source(selected: Path | str, out_dir: Path | str, dl: Download,
+                    ray: RaySettings | None = None) -> dict:
+    """Download one source's selection into ``out_dir`` (resumable); returns status counts.
+    ``ray``: where ``distributor: ray`` runs (default: ``RaySettings()``, the run's local Ray)."""
     check_distributor(dl.distributor)
+    if dl.distributor == "ray":
+        from lumos.runtime.ray import ensure_ray, release_hosts
+
+        ensure_ray(ray or RaySettings())
+        release_hosts()  # idle shard hosts of an earlier stage would hold the CPUs its tasks need
     from img2dataset import download  # heavy import (albumentations, cv2): only when used
 
     selected, out = Path(selected), storage.normalize(out_dir)  # out: a folder or a bucket URL

@@ -51,7 +51,8 @@ def run_download(profile: Profile, source: Source) -> dict:
               if source.serve_mini_world else nullcontext())
     with server:
         return download_source(SELECT / source.name / "selected.parquet",
-                               f"{shard_root(profile, 'download')}/{source.name}", profile.curation.download)
+                               f"{shard_root(profile, 'download')}/{source.name}", profile.curation.download,
+                               ray=profile.ray)
 
 
 def run_score(profile: Profile, source: Source, on_shard=None) -> dict:

@@ -7,8 +7,8 @@ Where Ray comes from (params ``ray.address``):
   wins), else a Ray started in this process with this machine's CPUs and GPUs;
 - ``auto`` or ``ray://head:10001`` (or ``host:port``): an existing cluster.
 
-Stages fan out with :func:`map_shards`: one long-lived actor per worker slot holds the stage's
-models, each call handles one shard and writes its outputs itself (atomically), so only small
+Stages fan out with :func:`map_shards`: one long-lived actor per worker slot (a :class:`ShardHost`,
+kept for the driver's later stages) holds the stage's models, each call handles one shard and writes its outputs itself (atomically), so only small
 summaries travel back. Shards are Ray tasks/actors rather than Ray Data: a stage is a handful to
 thousands of coarse shards, Ray Data costs 7-8 s fixed per job here (DESIGN 6), and a shard's
 output must be written whole, by the worker that decoded it.
@@ -133,7 +133,8 @@ def ensure_ray(cfg: RaySettings) -> str:
     address = cfg.address or os.environ.get("RAY_ADDRESS") or local_ray_address()
     common = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     if address:
-        ray.init(address=address, **common)
+        env = forwarded_env()  # for tasks lumos does not start itself (img2dataset's ray distributor)
+        ray.init(address=address, runtime_env={"env_vars": env} if env else None, **common)
         return f"joined {address}"
     # "local", not None: Ray would otherwise join whatever `ray start` last ran on this machine
     ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
@@ -152,8 +153,75 @@ def worker_slots(cfg: RaySettings, gpus_per_task: float = 0.0) -> int:
     return max(1, slots)
 
 
-def _submit(actor, job):
-    return actor.run.options(retry_exceptions=list(TRANSIENT_ERRORS)).remote(job)
+class ShardHost:
+    """A long-lived Ray actor that runs any stage's shard worker.
+
+    Starting an actor costs a Python process, torch and open_clip imports and the models: tens of
+    seconds on a busy machine, against a fraction of a second per small shard. Hosts stay up
+    between :func:`map_shards` calls of the same driver (a stage over several sources, score then
+    features-i2i in one process), so a worker slot pays that start-up once, not once per call.
+    A host keeps one stage's worker at a time; a call for another (class, init_args) drops it
+    first. Restarted by Ray after its process died, it rebuilds the worker on its next call.
+    """
+
+    def __init__(self) -> None:
+        self.token: str | None = None
+        self.worker: Any = None
+
+    def run(self, token: str, spec: list, job: Any) -> Any:
+        if token != self.token:
+            import gc
+
+            import ray
+
+            self.token, self.worker = None, None
+            gc.collect()  # the previous stage's models go before the next stage's are built
+            worker_cls, init_args = ray.get(spec[0])  # spec: [ObjectRef], resolved only here
+            self.worker, self.token = worker_cls(*init_args), token
+        return self.worker.run(job)
+
+
+# This driver's host pool (one at a time), by resources and environment. Idle hosts still hold
+# their CPUs/GPUs: Ray work lumos does not start (img2dataset's ray distributor) calls
+# release_hosts() first.
+_HOSTS: dict[str, list] = {}
+
+
+def _host_pool(n: int, options: dict) -> list:
+    """``n`` hosts with these actor options, reusing this driver's earlier ones."""
+    import hashlib
+
+    import ray
+
+    ctx = ray.get_runtime_context()  # a new connection (ray.shutdown, init) starts new pools
+    key = hashlib.sha256(json.dumps([ctx.get_job_id(), ctx.get_node_id(), options], sort_keys=True,
+                                    default=str).encode()).hexdigest()[:12]
+    if key not in _HOSTS:  # idle hosts of another shape hold CPUs/GPUs this pool may need
+        release_hosts()
+    pool = _HOSTS.setdefault(key, [])
+    actor = ray.remote(ShardHost).options(**options)
+    while len(pool) < n:
+        pool.append(actor.remote())
+    return pool[:n]
+
+
+def release_hosts() -> None:
+    """Stop this driver's shard hosts (they also end with the driver's connection)."""
+    import ray
+
+    for pool in _HOSTS.values():
+        for host in pool:
+            ray.kill(host)
+    _HOSTS.clear()
+
+
+def _spec_token(worker_cls: type, init_args: tuple) -> str:
+    """Identifies a stage's worker (class and arguments) across calls."""
+    import hashlib
+
+    from ray import cloudpickle
+
+    return hashlib.sha256(cloudpickle.dumps((worker_cls, init_args))).hexdigest()
 
 
 def map_shards(worker_cls: type, init_args: tuple, jobs: Iterable[Any], cfg: RaySettings, *,
@@ -161,10 +229,12 @@ def map_shards(worker_cls: type, init_args: tuple, jobs: Iterable[Any], cfg: Ray
                on_done: Callable[[int, int, Any], None] | None = None) -> list[Any]:
     """Run ``worker_cls(*init_args).run(job)`` for every job on a pool of Ray actors.
 
-    A worker process that dies (killed, out of memory) is restarted and its shard run again
-    (``cfg.max_retries`` times); an exception raised by the shard itself fails the stage, except
-    for :data:`TRANSIENT_ERRORS`. ``on_done(done, total, result)`` is called as shards finish.
-    Returns the results in completion order.
+    The actors are :class:`ShardHost` s that outlive the call: the next call with the same
+    resources reuses their processes (imports done), and a call with the same worker reuses its
+    models too. A worker process that dies (killed, out of memory) is restarted and its shard run
+    again (``cfg.max_retries`` times); an exception raised by the shard itself fails the stage,
+    except for :data:`TRANSIENT_ERRORS`. ``on_done(done, total, result)`` is called as shards
+    finish. Returns the results in completion order.
     """
     import ray
     from ray.util import ActorPool
@@ -174,23 +244,28 @@ def map_shards(worker_cls: type, init_args: tuple, jobs: Iterable[Any], cfg: Ray
         return []
     ensure_ray(cfg)
     n = min(len(jobs), workers or worker_slots(cfg, gpus_per_task))
+    # a host restarts whenever its process dies (it outlives many shards and stages); each shard
+    # is retried cfg.max_retries times
     options = {"num_cpus": cfg.cpus_per_task, "num_gpus": gpus_per_task,
-               "max_restarts": cfg.max_retries, "max_task_retries": cfg.max_retries}
+               "max_restarts": -1, "max_task_retries": cfg.max_retries}
     env = forwarded_env()
     if env:  # storage credentials/endpoints of this process (s3://...) for workers started earlier
         options["runtime_env"] = {"env_vars": env}
-    actor = ray.remote(worker_cls).options(**options)
-    actors = [actor.remote(*init_args) for _ in range(n)]
+    token, spec = _spec_token(worker_cls, init_args), [ray.put((worker_cls, init_args))]
+
+    def submit(host, job):
+        return host.run.options(retry_exceptions=list(TRANSIENT_ERRORS)).remote(token, spec, job)
+
     results = []
     try:
-        pool = ActorPool(actors)
-        for done, result in enumerate(pool.map_unordered(_submit, jobs), 1):
+        pool = ActorPool(_host_pool(n, options))
+        for done, result in enumerate(pool.map_unordered(submit, jobs), 1):
             results.append(result)
             if on_done:
                 on_done(done, len(jobs), result)
-    finally:
-        for a in actors:
-            ray.kill(a)
+    except BaseException:
+        release_hosts()  # shards still running there must not outlive the failed stage
+        raise
     return results
 
 
