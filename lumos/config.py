@@ -564,6 +564,7 @@ class Storage(Section):
 
     curation: str = "datasets/curation"  # select/, download/ (img2dataset shards), scores/, keep/
     features: str = "datasets/features"  # i2i/ (features-i2i's cache)
+    captions: str = "datasets/t2i/captions"  # parts/<shard>.parquet, captions.parquet (caption stage)
 
 
 class Profile(Section):
