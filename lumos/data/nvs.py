@@ -84,10 +84,12 @@ def relative_pose(w2c_a: torch.Tensor, w2c_b: torch.Tensor) -> torch.Tensor:
 class NVSObjects:
     """Every object's cached views; index k -> (object, input view a, target view b), a != b."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, first: int | None = None) -> None:
+        """``first``: read only the first that many objects (sampling draws a few)."""
         files = sorted(Path(root).glob("*.safetensors"))
         if not files:
             raise FileNotFoundError(f"no NVS features in {root}: run features-nvs first")
+        files = files[:first] if first is not None else files
         self.uids, parts, self.meta = [], {}, []
         for file in files:
             with safe_open(str(file), framework="pt") as f:

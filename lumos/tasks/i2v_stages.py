@@ -67,8 +67,8 @@ def run_sample(profile: Profile, models: Path = MODELS, features: Path = FEATURE
         raise FileNotFoundError(f"no finished I2V checkpoint in {models}: run train-i2v first")
     model, _ = load_model(ckpt)
     vae = build_vae(profile.vae)
-    data = FeatureShards(features)
-    n = min(profile.i2v.sample_clips, len(data))
+    data = FeatureShards(features, first=profile.i2v.sample_clips)  # only the clips drawn
+    n = len(data)
     first = data.tensors["latent_mean"][:n, 0]
     z = image_to_video_latents(model, first, data.tensors["condition"][:n], profile.i2v.frames,
                                profile.diffusion, profile.sample.seed)

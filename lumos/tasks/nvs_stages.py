@@ -67,10 +67,10 @@ def run_sample(profile: Profile, models: Path = MODELS, features: Path = FEATURE
         raise FileNotFoundError(f"no finished NVS checkpoint in {models}: run train-nvs first")
     model, _ = load_model(ckpt)
     vae = build_vae(profile.vae)
-    gso = NVSObjects(features / "gso")
+    gso = NVSObjects(features / "gso", first=profile.nvs.sample_objects)  # only the objects drawn
     n_az = profile.nvs.eval_azimuths
     written = []
-    for o, uid in enumerate(gso.uids[: profile.nvs.sample_objects]):
+    for o, uid in enumerate(gso.uids):
         t = gso.tensors
         pred = novel_views(model, vae, t["latent_mean"][o, 0], t["condition"][o, 0], t["w2c"][o, 0],
                            t["w2c"][o], profile.diffusion, profile.sample.seed)
