@@ -125,7 +125,8 @@ def extract_t2i_latents(subset: Path | str, out_dir: Path | str, build: Callable
         shards[shard].append((uid, member))
     table = bucket_table(resolution, multiple) if multi_aspect else [(resolution, resolution)]
     jobs = [LatentJob(storage.normalize(shard), items, storage.join(out, shard.replace("/", "--").removesuffix(".tar")),
-                      {"fingerprint": fingerprint, "shard": shard, "keys": [u for u, _ in items], "table": table})
+                      json.loads(json.dumps({"fingerprint": fingerprint, "shard": shard,  # as the done file reads
+                                             "keys": [u for u, _ in items], "table": table})))
             for shard, items in shards.items()]
     outcomes = run_shards(LatentWorker, (build, table, batch_size, decode_batch, device, precision), jobs, ray,
                           device=device, on_done=on_shard)
