@@ -91,3 +91,19 @@ def test_nvs_features_per_object(tmp_path, encoders):
     assert torch.allclose(got["latent_mean"], vae.encode(x * 2 - 1)[0], atol=1e-5)
     assert torch.allclose(got["condition"], encoder(x), atol=1e-5) and got["w2c"].shape == (3, 4, 4)
     assert extract_nvs_features(tmp_path / "renders", tmp_path / "out", BUILD, 2, {"v": 1})["cached"] == 2
+
+
+def test_render_worker_renders_one_object_and_reports_a_broken_one(tmp_path, params):
+    from lumos.demo.meshes import build_meshes
+    from lumos.render.stages import RenderWorker
+
+    recs = build_meshes(tmp_path / "objaverse", n=1, seed=0)
+    nvs = params.active.nvs.model_copy(update={"views": 2, "resolution": 16, "eval_azimuths": 2,
+                                               "renderer": "raycast"})
+    worker = RenderWorker(nvs, 0, str(tmp_path / "renders"))
+    uid = recs[0]["uid"]
+    assert worker.run((uid, str(tmp_path / "objaverse" / recs[0]["path"]))) == (uid, None)
+    views = json.loads((tmp_path / "renders/objaverse" / uid / "cameras.json").read_text())["views"]
+    gso = json.loads((tmp_path / "renders/gso" / uid / "cameras.json").read_text())["views"]
+    assert len(views) == 2 and len(gso) == 2 * len(nvs.eval_elevations_deg)
+    assert worker.run(("gone", str(tmp_path / "nope.glb")))[1].startswith("missing file")
