@@ -15,6 +15,7 @@ target ratio (10x / 1x) <= 1.3 for each stage. Last line: ``RESULT max_rss_ratio
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import resource
@@ -59,17 +60,22 @@ def write_catalog(work: Path, download: Path) -> Path:
         (work / d).mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
     con.execute("CREATE TABLE k (key VARCHAR, source VARCHAR, shard VARCHAR, member VARCHAR, width BIGINT, "
-                "height BIGINT, aesthetic DOUBLE, caption VARCHAR, status VARCHAR, uid VARCHAR, url VARCHAR)")
+                "height BIGINT, aesthetic DOUBLE, caption VARCHAR, status VARCHAR, uid VARCHAR, url VARCHAR, "
+                "phash UBIGINT)")
     for tar in sorted((download / "shards").glob("*.tar")):
         with tarfile.open(tar) as t:
             keys = sorted({m.name.split(".")[0] for m in t.getmembers()})
-        con.executemany("INSERT INTO k VALUES (?,?,?,?,0,0,6.0,'',' kept',?,'')",
-                        [(k, "s", str(tar), f"{k}.jpg", k) for k in keys])
+        con.executemany("INSERT INTO k VALUES (?,?,?,?,0,0,6.0,'',' kept',?,'',?)",  # random pHash: no near-dups
+                        [(k, "s", str(tar), f"{k}.jpg", k,
+                          int.from_bytes(hashlib.sha256(k.encode()).digest()[:8])) for k in keys])
     con.execute(f"COPY k TO '{work / 'keep/s/kept.parquet'}' (FORMAT parquet)")
     empty = "SELECT 'x' uid, 's' source, 'u' url, 'keep' stage, 'r' reason WHERE false"
     for d in ("keep/s", "select/s"):
         con.execute(f"COPY ({empty}) TO '{work / d / 'rejects.parquet'}' (FORMAT parquet)")
-    build_catalog(work / "select", work / "keep", work / "catalog.duckdb")
+    from lumos.config import load_params
+
+    build_catalog(work / "select", work / "keep", work / "catalog.duckdb",
+                  load_params(ROOT / "params.yaml").active.curation)
     return work / "catalog.duckdb"
 
 
