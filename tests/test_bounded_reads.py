@@ -39,3 +39,27 @@ def test_nvs_objects_read_only_the_first_objects(tmp_path):
     head = NVSObjects(tmp_path, first=2)
     assert head.uids == ["o1", "o2"] and head.tensors["latent_mean"].shape == (2, 3, 4, 2, 2)
     assert head.tensors["latent_mean"][1].unique().tolist() == [1.0] and head.meta[1]["uid"] == "o2"
+
+
+class _Pid:
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+    def run(self, job: int) -> tuple:
+        import os
+
+        return self.tag, job, os.getpid()
+
+
+def test_a_stage_of_few_shards_may_skip_ray():
+    """ray.in_process_max_shards: a stage of at most that many shards runs in this process."""
+    import os
+
+    from lumos.config import RaySettings
+    from lumos.runtime.ray import run_shards
+
+    seen = []
+    out = run_shards(_Pid, ("t",), [1, 2], RaySettings(in_process_max_shards=2),
+                     on_done=lambda done, total, r: seen.append((done, total)))
+    assert out == [("t", 1, os.getpid()), ("t", 2, os.getpid())] and seen == [(1, 2), (2, 2)]
+    assert run_shards(_Pid, ("t",), [], None) == []
