@@ -1,9 +1,11 @@
-"""Benchmark: peak memory of `score` and `features-i2i` at 1x and 10x the shard size.
+"""Benchmark: peak memory of `score`, `features-i2i`, `caption` and `evaluate-i2i` at 1x and 10x
+the shard size.
 
 Writes img2dataset-layout shards of ``--side``-pixel JPEGs (``--size`` and 10 x ``--size``
 images per shard) and, for each stage and size, runs the stage's shard worker (the code a Ray
-actor runs) in a fresh process and reads its peak RSS. Streaming decode keeps at most
-``--batch`` decoded images per worker, so the peak should not grow with the shard:
+actor runs; for evaluate-i2i, the stage's bounded generate-and-measure loop over the same images
+as files) in a fresh process and reads its peak RSS. Streaming decode keeps at most ``--batch``
+decoded images per worker, so the peak should not grow with the shard:
 target ratio (10x / 1x) <= 1.3 for each stage. Last line: ``RESULT max_rss_ratio=<largest>``.
 
     python bench/scale_memory.py                    # 50 vs 500 images of 512 px per shard
@@ -94,12 +96,75 @@ def tiny_build():
     return partial(build_encoders, VAE(pretrained=None), VisionEncoder(pretrained=None, resolution=64))
 
 
+def write_subset(work: Path, download: Path) -> Path:
+    """A T2I subset over every sample of the shards (what caption reads)."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE s (uid VARCHAR, key VARCHAR, source VARCHAR, shard VARCHAR, member VARCHAR, "
+                "raw_caption VARCHAR)")
+    for tar in sorted((download / "shards").glob("*.tar")):
+        with tarfile.open(tar) as t:
+            keys = sorted({m.name.split(".")[0] for m in t.getmembers()})
+        con.executemany("INSERT INTO s VALUES (?,?,'s',?,?,'')", [(k, k, str(tar), f"{k}.jpg") for k in keys])
+    con.execute(f"COPY s TO '{work / 'subset.parquet'}' (FORMAT parquet)")
+    return work / "subset.parquet"
+
+
+def write_files(work: Path, download: Path) -> Path:
+    """The shards' images as files (what evaluate-i2i reads: a held-out folder)."""
+    out = work / "val" / "n00000000"
+    out.mkdir(parents=True, exist_ok=True)
+    for tar in sorted((download / "shards").glob("*.tar")):
+        with tarfile.open(tar) as t:
+            for m in t.getmembers():
+                if m.name.endswith(".jpg"):
+                    (out / m.name).write_bytes(t.extractfile(m).read())
+    return work / "val"
+
+
+def run_caption(work: Path, batch: int) -> None:
+    from lumos.caption.captions import caption_subset
+    from lumos.caption.internvl import CaptionSettings, Captioner
+
+    settings = CaptionSettings(model=None, max_new_tokens=4, batch_size=8, precision="fp32")
+    caption_subset(work / "subset.parquet", work / "captions", Captioner(settings, "cpu"), decode_batch=batch)
+
+
+def run_evaluate_i2i(work: Path, batch: int) -> None:
+    """evaluate-i2i's measuring loop (lumos/eval/batched.py) with a tiny random DiT, VAE and encoder."""
+    import torch
+
+    from lumos.config import VAE, Diffusion, VisionEncoder
+    from lumos.encoders import build_vae, build_vision_encoder
+    from lumos.eval.batched import i2i_variation_features
+    from lumos.eval.features import TinyImageFeatures
+    from lumos.eval.image_metrics import frechet_kernel_distances
+    from lumos.eval.references import imagenet_val
+    from lumos.models import ConditionedDiT
+
+    res = 32
+    vae = build_vae(VAE(pretrained=None))
+    encoder = build_vision_encoder(VisionEncoder(pretrained=None, resolution=res))
+    tokens = encoder(torch.zeros(1, 3, res, res))
+    model = ConditionedDiT(variant="tiny", latent_channels=vae.latent_channels, latent_size=res // vae.downsample,
+                           condition_dim=tokens.shape[-1], condition_tokens=tokens.shape[1]).eval()
+    paths = imagenet_val(work / "val", 10**9)
+    gen, ref = i2i_variation_features(model, vae, encoder, TinyImageFeatures(64, 64, 0), paths, res,
+                                      Diffusion(sample_steps=2), 0, batch)
+    frechet_kernel_distances(gen, ref, 10, 50)
+
+
 def child(stage: str, work: Path, batch: int) -> None:
     """Run one stage in-process (the shard worker a Ray actor runs) and print the peak RSS (MB)."""
     if stage == "score":
         from lumos.curation.score import score_source
 
         score_source(work / "download", work / "scores", tiny_settings(), decode_batch=batch)
+    elif stage == "caption":
+        run_caption(work, batch)
+    elif stage == "evaluate-i2i":
+        run_evaluate_i2i(work, batch)
     else:
         from lumos.data.extract import extract_features
 
@@ -114,12 +179,15 @@ def peak_mb(stage: str, work: Path, batch: int) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+STAGES = ("score", "features", "caption", "evaluate-i2i")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=50, help="images per shard at 1x")
     ap.add_argument("--side", type=int, default=512)
     ap.add_argument("--batch", type=int, default=16, help="decode batch (params ray.decode_batch)")
-    ap.add_argument("--child", choices=["score", "features"])
+    ap.add_argument("--child", choices=STAGES)
     ap.add_argument("--work", type=Path)
     args = ap.parse_args()
     if args.child:
@@ -132,11 +200,13 @@ def main() -> None:
             work = Path(tmp) / f"x{scale}"
             write_shard(work / "download", args.size * scale, args.side)
             write_catalog(work, work / "download")
+            write_subset(work, work / "download")
+            write_files(work, work / "download")
             works[scale] = work
-        for stage in ("score", "features"):
+        for stage in STAGES:
             peaks = {scale: peak_mb(stage, works[scale], args.batch) for scale in (1, 10)}
             ratios[stage] = peaks[10] / peaks[1]
-            print(f"{stage:9s} peak RSS {peaks[1]:7.0f} MB at {args.size} images/shard, "
+            print(f"{stage:12s} peak RSS {peaks[1]:7.0f} MB at {args.size} images/shard, "
                   f"{peaks[10]:7.0f} MB at {10 * args.size}: ratio {ratios[stage]:.2f}", flush=True)
     decoded_mb = 10 * args.size * args.side ** 2 * 3 / 2**20
     print(f"(a whole 10x shard decoded would be {decoded_mb:.0f} MB of RGB pixels)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from lumos.caption import stages
 from lumos.config import DEFAULT_PARAMS, load_params
 from flows._cli import run_from_command_line
+from flows._progress import shard_progress
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
@@ -21,7 +22,7 @@ def subset_flow(params: str = str(DEFAULT_PARAMS)) -> dict:
 
 @flow(name="caption")
 def caption_flow(params: str = str(DEFAULT_PARAMS)) -> dict:
-    result = stages.run_caption(load_params(params).active)
+    result = stages.run_caption(load_params(params).active, on_shard=shard_progress("caption", "t2i-subset"))
     create_table_artifact(
         key="caption-throughput", description="InternVL captioning of the T2I subset",
         table=[{"images captioned": result["images_captioned"], "shards": result["shards_captioned"],
@@ -33,7 +34,8 @@ def caption_flow(params: str = str(DEFAULT_PARAMS)) -> dict:
 
 @flow(name="features-t5")
 def t5_flow(params: str = str(DEFAULT_PARAMS)) -> dict:
-    result = stages.run_text_features(load_params(params).active)
+    result = stages.run_text_features(load_params(params).active,
+                                      on_shard=shard_progress("features-t5", "t2i-subset"))
     get_run_logger().info("features-t5: %s", result)
     return result
 

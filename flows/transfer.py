@@ -17,6 +17,7 @@ from pathlib import Path
 from lumos.config import DEFAULT_PARAMS, load_params
 from lumos.train.launch import run_training_stage
 from flows._cli import run_from_command_line
+from flows._progress import shard_progress
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
@@ -45,7 +46,8 @@ def _make_flows(task: str) -> dict:
 
     @flow(name=f"features-{task}", log_prints=True)
     def features_flow(params: str = str(DEFAULT_PARAMS)) -> dict:
-        result = _stages(task).run_features(load_params(params).active)
+        result = _stages(task).run_features(load_params(params).active,
+                                            on_shard=shard_progress(f"features-{task}", task))
         get_run_logger().info("features-%s: %s", task, result)
         return result
 

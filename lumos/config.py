@@ -575,6 +575,9 @@ class RaySettings(Section):
     gpus_per_task: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0  # per model task when GPUs exist
     max_retries: NonNegInt = 3  # a shard task whose worker dies is run again (faults only)
     decode_batch: PosInt = 64  # images decoded at once in a worker: memory ~ batch x workers
+    # a stage of at most this many shards (caption, t5, t2i/nvs/i2v features, webvid, render) runs
+    # them in its own process: Ray actors cost ~30 s of start-up a stage on 2 busy cores; 0: always Ray
+    in_process_max_shards: NonNegInt = 0
 
     @field_validator("address")
     @classmethod
@@ -597,6 +600,7 @@ class Storage(Section):
 
     curation: str = "datasets/curation"  # select/, download/ (img2dataset shards), scores/, keep/
     features: str = "datasets/features"  # i2i/ (features-i2i's cache)
+    captions: str = "datasets/t2i/captions"  # parts/<shard>.parquet, captions.parquet (caption stage)
 
 
 class Profile(Section):

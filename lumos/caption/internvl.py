@@ -181,10 +181,25 @@ class Captioner:
 
     def generation_config(self) -> dict:
         """Everything that determines the captions (not batch size or device), for provenance."""
-        import transformers
+        return provenance(self.settings, self.device, self.image_seq_length)
 
-        s = asdict(self.settings)
-        s.pop("batch_size")
-        s.pop("model")
-        return {"model_id": self.model_id, **s, "dtype": str(self.dtype).removeprefix("torch."),
-                "image_seq_length": self.image_seq_length, "transformers": transformers.__version__}
+
+def provenance(settings: CaptionSettings, device: str | torch.device,
+               image_seq_length: int | None = None) -> dict:
+    """What :meth:`Captioner.generation_config` records, without building the model: what a
+    caption stage compares finished parts against before any worker loads InternVL."""
+    import transformers
+
+    if image_seq_length is None:
+        if settings.model is None:
+            image_seq_length = TINY_IMAGE_SEQ_LENGTH
+        else:
+            from transformers import InternVLProcessor
+
+            image_seq_length = InternVLProcessor.from_pretrained(settings.model).image_seq_length
+    s = asdict(settings)
+    s.pop("batch_size")
+    model_id = s.pop("model") or TINY_MODEL_ID
+    dtype = resolve_dtype(settings.precision, device)
+    return {"model_id": model_id, **s, "dtype": str(dtype).removeprefix("torch."),
+            "image_seq_length": image_seq_length, "transformers": transformers.__version__}

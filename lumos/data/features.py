@@ -64,17 +64,23 @@ class FeatureShards(Dataset):
     """All samples of a folder of feature shards, in memory: for sampling and evaluation on a few
     samples. Training streams them (lumos.data.stream.FeatureStream)."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, first: int | None = None) -> None:
+        """``first``: read only the first that many samples (in shard, then key order), slice by
+        slice from as few shards as hold them (sampling draws a few; the cache may be huge)."""
         files = sorted(Path(root).glob("*.safetensors"))
         if not files:
             raise FileNotFoundError(f"no feature shards in {root}: run the features stage first")
         self.keys: list[str] = []
         parts: dict[str, list[torch.Tensor]] = {k: [] for k in TENSORS}
         for file in files:
+            if first is not None and len(self.keys) >= first:
+                break
             with safe_open(str(file), framework="pt") as f:
-                self.keys += json.loads(f.metadata()["keys"])
+                keys = json.loads(f.metadata()["keys"])
+                n = len(keys) if first is None else min(len(keys), first - len(self.keys))
+                self.keys += keys[:n]
                 for k in TENSORS:
-                    parts[k].append(f.get_tensor(k))
+                    parts[k].append(f.get_slice(k)[:n])
         self.tensors = {k: torch.cat(v) for k, v in parts.items()}
 
     def __len__(self) -> int:

@@ -11,6 +11,8 @@ x_b = R x_a + T is computed on the fly from the two world-to-camera matrices.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +20,13 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save
-from tqdm import tqdm
 
+from lumos.config import RaySettings
+from lumos.data.extract import cached_meta
 from lumos.data.stream import Shard, ShardCache, StreamedShards, header_shape, list_shards, load_shard, read_header
-from lumos.io import atomic_write_bytes
+from lumos.runtime import storage
+from lumos.runtime.device import place, resolve_device
+from lumos.runtime.ray import run_shards
 from lumos.render.pairs import composite
 from lumos.render.renderer import DONE
 
@@ -33,38 +38,65 @@ def load_views(obj_dir: Path) -> tuple[torch.Tensor, dict]:
     return torch.from_numpy(np.stack(views)).permute(0, 3, 1, 2).contiguous(), meta
 
 
-@torch.no_grad()
-def extract_nvs_features(render_dir: Path | str, out_dir: Path | str, vae, encoder, batch_size: int,
-                         fingerprint: dict) -> dict:
-    render_dir, out = Path(render_dir), Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    objects = sorted(p for p in render_dir.iterdir() if (p / DONE).exists()) if render_dir.exists() else []
-    counts, wanted = {"computed": 0, "cached": 0, "objects": len(objects)}, set()
-    for obj in tqdm(objects, desc=f"nvs features {render_dir.name}", dynamic_ncols=True):
-        target = out / f"{obj.name}.safetensors"
-        wanted.add(target.name)
-        meta = {"fingerprint": fingerprint, "uid": obj.name,
-                "cameras": json.loads((obj / "cameras.json").read_text())}
-        if target.exists() and _meta(target) == meta:
-            counts["cached"] += 1
-            continue
-        x, cams = load_views(obj)
+@dataclass(frozen=True)
+class ObjectJob:
+    obj_dir: str  # one rendered object: cameras.json and its views
+    target: str  # <uid>.safetensors
+    meta: dict
+
+
+class ObjectFeatureWorker:
+    """Encodes rendered objects one at a time (a Ray actor or in-process): one object's views in
+    memory, encoded ``batch_size`` at a time; ``build()`` returns (vae, encoder), placed once on
+    ``device`` in ``precision``."""
+
+    def __init__(self, build: Callable[[], tuple], batch_size: int, device: str = "cpu",
+                 precision: str = "fp32") -> None:
+        self.build, self.batch_size = build, batch_size
+        self.device, self.precision = resolve_device(device), precision
+        self.models: tuple | None = None
+
+    @torch.no_grad()
+    def run(self, job: ObjectJob) -> str:
+        if cached_meta(job.target) == job.meta:
+            return "cached"
+        if self.models is None:
+            self.models = tuple(place(m, self.device, self.precision) for m in self.build())
+        vae, encoder = self.models
+        x, cams = load_views(Path(job.obj_dir))
         means, stds, conds = [], [], []
-        for i in range(0, len(x), batch_size):
-            mean, std = vae.encode(x[i: i + batch_size] * 2 - 1)
-            means.append(mean.float())
-            stds.append(std.float())
-            conds.append(encoder(x[i: i + batch_size]).float())
+        for i in range(0, len(x), self.batch_size):
+            batch = x[i: i + self.batch_size].to(self.device)
+            mean, std = vae.encode(batch * 2 - 1)
+            means.append(mean.float().cpu())
+            stds.append(std.float().cpu())
+            conds.append(encoder(batch).float().cpu())
         tensors = {"latent_mean": torch.cat(means), "latent_std": torch.cat(stds),
                    "condition": torch.cat(conds),
                    "w2c": torch.tensor([v["w2c"] for v in cams["views"]], dtype=torch.float32)}
-        atomic_write_bytes(target, save({k: v.contiguous() for k, v in tensors.items()},
-                                        metadata={"meta": json.dumps(meta, sort_keys=True)}))
-        counts["computed"] += 1
-    for stale in out.glob("*.safetensors"):
-        if stale.name not in wanted:
-            stale.unlink()
-    return counts
+        storage.write_bytes_atomic(job.target, save({k: v.contiguous() for k, v in tensors.items()},
+                                                    metadata={"meta": json.dumps(job.meta, sort_keys=True)}))
+        return "computed"
+
+
+def extract_nvs_features(render_dir: Path | str, out_dir: Path | str, build: Callable[[], tuple], batch_size: int,
+                         fingerprint: dict, *, device: str = "cpu", precision: str = "fp32",
+                         ray: RaySettings | None = None,
+                         on_shard: Callable[[int, int, str], None] | None = None) -> dict:
+    """One feature file per finished rendered object (fans out per object on Ray when ``ray``)."""
+    render_dir, out = Path(render_dir), storage.normalize(out_dir)
+    storage.makedirs(out)
+    objects = sorted(p for p in render_dir.iterdir() if (p / DONE).exists()) if render_dir.exists() else []
+    jobs = [ObjectJob(str(obj.resolve()), storage.join(out, f"{obj.name}.safetensors"),
+                      {"fingerprint": fingerprint, "uid": obj.name,
+                       "cameras": json.loads((obj / "cameras.json").read_text())}) for obj in objects]
+    outcomes = run_shards(ObjectFeatureWorker, (build, batch_size, device, precision), jobs, ray,
+                          device=device, on_done=on_shard)
+    wanted = {j.target for j in jobs}
+    for stale in storage.glob(out, "*.safetensors"):
+        if stale not in wanted:
+            storage.remove(stale)
+    return {"computed": outcomes.count("computed"), "cached": outcomes.count("cached"), "objects": len(objects)}
 
 
 def _meta(path: Path) -> dict:
@@ -84,10 +116,12 @@ def relative_pose(w2c_a: torch.Tensor, w2c_b: torch.Tensor) -> torch.Tensor:
 class NVSObjects:
     """Every object's cached views; index k -> (object, input view a, target view b), a != b."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, first: int | None = None) -> None:
+        """``first``: read only the first that many objects (sampling draws a few)."""
         files = sorted(Path(root).glob("*.safetensors"))
         if not files:
             raise FileNotFoundError(f"no NVS features in {root}: run features-nvs first")
+        files = files[:first] if first is not None else files
         self.uids, parts, self.meta = [], {}, []
         for file in files:
             with safe_open(str(file), framework="pt") as f:

@@ -10,20 +10,25 @@ Shards whose images and settings are unchanged are skipped (resumable, like ever
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import torch
 from safetensors import safe_open
 from torchvision.transforms import v2
-from tqdm import tqdm
 
 from lumos.data.buckets import bucket_table, nearest_bucket
-from lumos.data.extract import load_images
+from lumos.config import RaySettings
+from lumos.data.extract import iter_image_batches
 from lumos.data.features import read_feature_meta
 from lumos.data.stream import Shard, ShardCache, StreamedShards, header_meta, header_shape, list_shards, load_shard, read_header
-from lumos.io import atomic_write_bytes, atomic_write_text
+from lumos.runtime import storage
+from lumos.runtime.device import place, resolve_device
+from lumos.runtime.ray import run_shards
 
 
 def stage_key(resolution: int, multi_aspect: bool) -> str:
@@ -48,58 +53,90 @@ class _Cover(torch.nn.Module):
                                     antialias=True)
 
 
-def _save(path: Path, tensors: dict[str, torch.Tensor], keys: list[str], meta: dict) -> None:
+def _save(path: str, tensors: dict[str, torch.Tensor], keys: list[str], meta: dict) -> None:
     from safetensors.torch import save
 
-    atomic_write_bytes(path, save({k: v.contiguous() for k, v in tensors.items()},
-                                  metadata={"keys": json.dumps(keys), "meta": json.dumps(meta, sort_keys=True)}))
+    storage.write_bytes_atomic(path, save({k: v.contiguous() for k, v in tensors.items()},
+                                          metadata={"keys": json.dumps(keys), "meta": json.dumps(meta, sort_keys=True)}))
 
 
-@torch.no_grad()
-def extract_t2i_latents(subset: Path | str, out_dir: Path | str, vae, resolution: int, multi_aspect: bool,
-                        batch_size: int, fingerprint: dict, multiple: int = 16) -> dict:
-    """Latents of every subset image at ``resolution`` (square) or in its nearest bucket."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+@dataclass(frozen=True)
+class LatentJob:
+    shard: str  # the tar (local path or URL)
+    items: list[tuple[str, str]]  # (uid, member) in subset order
+    base: str  # out/<shard name>: files are <base>--<h>x<w>.safetensors and <base>.done.json
+    meta: dict
+
+
+class LatentWorker:
+    """Encodes subset shards one at a time (a Ray actor or in-process): decodes ``decode_batch``
+    images at a time, sorts them into buckets and keeps only their latents; the VAE is built
+    once by ``build()``, on ``device`` in ``precision``."""
+
+    def __init__(self, build: Callable, table: list, batch_size: int, decode_batch: int,
+                 device: str = "cpu", precision: str = "fp32") -> None:
+        self.build, self.table, self.batch_size, self.decode_batch = build, table, batch_size, decode_batch
+        self.device, self.precision = resolve_device(device), precision
+        self.vae = None
+
+    @torch.no_grad()
+    def run(self, job: LatentJob) -> str:
+        done = f"{job.base}.done.json"
+        if storage.exists(done) and json.loads(storage.read_bytes(done)) == job.meta:
+            return "cached"
+        if self.vae is None:
+            self.vae = place(self.build(), self.device, self.precision)
+        buckets: dict[tuple[int, int], list[tuple[int, torch.Tensor, torch.Tensor]]] = defaultdict(list)
+        for positions, images in iter_image_batches(job.shard, job.items, self.decode_batch):
+            groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+            for j, im in enumerate(images):
+                groups[nearest_bucket(im.height, im.width, self.table)].append(j)
+            for (h, w), idx in sorted(groups.items()):
+                prep = resize_crop(h, w)
+                for k in range(0, len(idx), self.batch_size):
+                    part = idx[k: k + self.batch_size]
+                    x = torch.stack([prep(images[j]) for j in part]).to(self.device)
+                    mean, std = self.vae.encode(x * 2 - 1)
+                    buckets[(h, w)] += [(positions[j], m, s) for j, m, s in
+                                        zip(part, mean.float().cpu(), std.float().cpu())]
+        for old in storage.glob(job.base.rsplit("/", 1)[0], f"{job.base.rsplit('/', 1)[1]}--*.safetensors"):
+            storage.remove(old)
+        for (h, w), rows in sorted(buckets.items()):
+            rows.sort(key=lambda r: r[0])  # subset order within a bucket
+            _save(f"{job.base}--{h}x{w}.safetensors",
+                  {"latent_mean": torch.stack([r[1] for r in rows]), "latent_std": torch.stack([r[2] for r in rows])},
+                  [job.items[r[0]][0] for r in rows], {**job.meta, "bucket": [h, w]})
+        storage.write_bytes_atomic(done, json.dumps(job.meta).encode())  # last: the shard is finished
+        return "computed"
+
+
+def extract_t2i_latents(subset: Path | str, out_dir: Path | str, build: Callable, resolution: int,
+                        multi_aspect: bool, batch_size: int, fingerprint: dict, multiple: int = 16, *,
+                        decode_batch: int = 64, device: str = "cpu", precision: str = "fp32",
+                        ray: RaySettings | None = None,
+                        on_shard: Callable[[int, int, str], None] | None = None) -> dict:
+    """Latents of every subset image at ``resolution`` (square) or in its nearest bucket, per
+    subset shard on Ray when ``ray`` is given; ``build()`` returns the VAE (once per worker)."""
+    out = storage.normalize(out_dir)
+    storage.makedirs(out)
     rows = duckdb.sql(f"SELECT shard, uid, member FROM '{subset}' ORDER BY shard, key").fetchall()
     shards: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for shard, uid, member in rows:
         shards[shard].append((uid, member))
     table = bucket_table(resolution, multiple) if multi_aspect else [(resolution, resolution)]
-    counts, wanted = {"computed": 0, "cached": 0, "samples": len(rows)}, set()
-    for shard, items in tqdm(shards.items(), desc=f"t2i latents {stage_key(resolution, multi_aspect)}"):
-        base = shard.replace("/", "--").removesuffix(".tar")
-        meta = {"fingerprint": fingerprint, "shard": shard, "keys": [u for u, _ in items], "table": table}
-        done = out / f"{base}.done.json"
-        if done.exists() and json.loads(done.read_text()) == meta:
-            counts["cached"] += 1
-            wanted |= {p.name for p in out.glob(f"{base}--*.safetensors")} | {done.name}
-            continue
-        images = load_images(shard, items)
-        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for i, im in enumerate(images):
-            groups[nearest_bucket(im.height, im.width, table)].append(i)
-        for old in out.glob(f"{base}--*.safetensors"):
-            old.unlink()
-        for (h, w), idx in sorted(groups.items()):
-            prep = resize_crop(h, w)
-            means, stds = [], []
-            for j in range(0, len(idx), batch_size):
-                x = torch.stack([prep(images[i]) for i in idx[j: j + batch_size]])
-                mean, std = vae.encode(x * 2 - 1)
-                means.append(mean.float().cpu())
-                stds.append(std.float().cpu())
-            target = out / f"{base}--{h}x{w}.safetensors"
-            _save(target, {"latent_mean": torch.cat(means), "latent_std": torch.cat(stds)},
-                  [items[i][0] for i in idx], {**meta, "bucket": [h, w]})
-            wanted.add(target.name)
-        atomic_write_text(done, json.dumps(meta))  # last: the shard counts as finished
-        wanted.add(done.name)
-        counts["computed"] += 1
-    for stale in out.iterdir():  # shards no longer in the subset
-        if stale.name not in wanted:
-            stale.unlink()
-    return counts
+    jobs = [LatentJob(storage.normalize(shard), items, storage.join(out, shard.replace("/", "--").removesuffix(".tar")),
+                      json.loads(json.dumps({"fingerprint": fingerprint, "shard": shard,  # as the done file reads
+                                             "keys": [u for u, _ in items], "table": table})))
+            for shard, items in shards.items()]
+    outcomes = run_shards(LatentWorker, (build, table, batch_size, decode_batch, device, precision), jobs, ray,
+                          device=device, on_done=on_shard)
+    bases = {j.base.rsplit("/", 1)[1] for j in jobs}
+    for stale in storage.glob(out, "*"):  # shards no longer in the subset
+        name = stale.rsplit("/", 1)[1]
+        bucket_file = re.fullmatch(r"(.*)--\d+x\d+\.safetensors", name)
+        if (bucket_file.group(1) if bucket_file else name.removesuffix(".done.json")) not in bases:
+            storage.remove(stale)
+    return {"computed": outcomes.count("computed"), "cached": outcomes.count("cached"), "samples": len(rows)}
 
 
 def _read(path: Path, names: tuple[str, ...]) -> tuple[list[str], dict[str, torch.Tensor]]:

@@ -76,7 +76,9 @@ def _load_rgb(path: Path) -> Image.Image:
 def run_evaluate_i2i(profile: Profile, models: Path = Path("models/i2i"), out: Path = METRICS) -> dict:
     """Table 1: one I2I variation per held-out ImageNet val image, FID/KID vs. those images."""
     from lumos.encoders import build_vae, build_vision_encoder
-    from lumos.sample.i2i import load_model, variations
+    from lumos.eval.batched import i2i_variation_features
+    from lumos.eval.image_metrics import frechet_kernel_distances
+    from lumos.sample.i2i import load_model
     from lumos.train.loop import latest_checkpoint
 
     ckpt = latest_checkpoint(models)
@@ -84,13 +86,12 @@ def run_evaluate_i2i(profile: Profile, models: Path = Path("models/i2i"), out: P
         raise FileNotFoundError(f"no finished checkpoint in {models}: run train-i2i first")
     model, _ = load_model(ckpt)
     proto = _protocol(profile, "imagenet")
-    images = [_load_rgb(p) for p in imagenet_val(proto.reference, proto.samples)]
-    grid = variations(model, build_vae(profile.vae), build_vision_encoder(profile.vision_encoder), images, 1,
-                      profile.train.resolution, profile.diffusion, profile.sample.seed)
-    generated, reference = grid[1::2], grid[0::2]  # rows of [input, sample]
-    m = fid_kid(generated, reference, _images(profile), kid_subsets=profile.eval.kid_subsets,
-                kid_subset_size=_kid_size(profile, len(images)))
-    entry = benchmark(proto.reference, len(images), "Table 1: one variation per ImageNet val image, FID/KID",
+    paths = imagenet_val(proto.reference, proto.samples)
+    generated, reference = i2i_variation_features(  # bounded batches (lumos/eval/batched.py)
+        model, build_vae(profile.vae), build_vision_encoder(profile.vision_encoder), _images(profile), paths,
+        profile.train.resolution, profile.diffusion, profile.sample.seed, profile.eval.batch_size)
+    m = frechet_kernel_distances(generated, reference, profile.eval.kid_subsets, _kid_size(profile, len(paths)))
+    entry = benchmark(proto.reference, len(paths), "Table 1: one variation per ImageNet val image, FID/KID",
                       fid=m["fid"], kid=m["kid"])
     return _write(out / "i2i.json", {"imagenet": entry, "checkpoint": str(ckpt)})
 

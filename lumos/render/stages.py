@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,6 +20,7 @@ from lumos.config import NVS, Profile
 from lumos.io import join_location, local_file, read_bytes
 from lumos.render.cameras import fixed_cameras, sample_cameras
 from lumos.render.renderer import get_renderer, render_object
+from lumos.runtime.ray import run_shards
 
 RENDERS = Path("datasets/renders")
 
@@ -40,28 +40,42 @@ def _seed(uid: str, seed: int) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}:{uid}".encode(), digest_size=4).digest(), "little")
 
 
-def run_render(profile: Profile, out: Path = RENDERS, workers: int = 2) -> dict:
+class RenderWorker:
+    """Renders objects one at a time (a Ray actor or in-process): the object's random cameras and
+    the GSO protocol; the renderer is built once per worker. A broken object is skipped with its
+    reason, never stopping the run; a finished object is skipped by ``render_object``."""
+
+    def __init__(self, nvs: NVS, seed: int, out: str) -> None:
+        self.nvs, self.seed, self.out = nvs, seed, Path(out)
+        self.gso = fixed_cameras(nvs.eval_azimuths, nvs.eval_elevations_deg, nvs.eval_radius)
+        self.renderer = None
+
+    def run(self, job: tuple[str, str]) -> tuple[str, str | None]:
+        uid, location = job
+        nvs = self.nvs
+        if self.renderer is None:
+            self.renderer = renderer_for(nvs)
+        try:
+            mesh = local_file(location)  # remote meshes are fetched once into a local cache
+        except FileNotFoundError:
+            return uid, f"missing file {location}"
+        cams = sample_cameras(nvs.views, nvs.radius, nvs.elevation_deg, seed=_seed(uid, self.seed))
+        try:
+            render_object(mesh, self.out / "objaverse", cams, nvs.resolution, self.renderer, nvs.fov_deg, uid=uid)
+            render_object(mesh, self.out / "gso", self.gso, nvs.resolution, self.renderer, nvs.fov_deg, uid=uid)
+        except (ValueError, KeyError, IndexError, OSError, TypeError) as err:  # trimesh's ways to fail a load
+            return uid, f"unreadable mesh: {type(err).__name__}: {str(err)[:200]}"
+        return uid, None
+
+
+def run_render(profile: Profile, out: Path = RENDERS, on_shard=None) -> dict:
+    """Every object on Ray (params ``ray``), one object per task; finished ones are skipped."""
     nvs = profile.nvs
     objects = read_object_list(nvs.objects)
-    renderer = renderer_for(nvs)
-    gso = fixed_cameras(nvs.eval_azimuths, nvs.eval_elevations_deg, nvs.eval_radius)
-
-    def render(uid: str) -> str | None:
-        """Render one object; a broken one is skipped with its reason, never stopping the run."""
-        try:
-            mesh = local_file(objects[uid])  # remote meshes are fetched once into a local cache
-        except FileNotFoundError:
-            return f"missing file {objects[uid]}"
-        cams = sample_cameras(nvs.views, nvs.radius, nvs.elevation_deg, seed=_seed(uid, profile.train.seed))
-        try:
-            render_object(mesh, out / "objaverse", cams, nvs.resolution, renderer, nvs.fov_deg, uid=uid)
-            render_object(mesh, out / "gso", gso, nvs.resolution, renderer, nvs.fov_deg, uid=uid)
-        except (ValueError, KeyError, IndexError, OSError, TypeError) as err:  # trimesh's ways to fail a load
-            return f"unreadable mesh: {type(err).__name__}: {str(err)[:200]}"
-        return None
-
-    with ThreadPoolExecutor(workers) as pool:  # one object per task; finished ones are skipped
-        verdicts = dict(zip(sorted(objects), pool.map(render, sorted(objects))))
+    jobs = [(uid, str(objects[uid])) for uid in sorted(objects)]
+    results = run_shards(RenderWorker, (nvs, profile.train.seed, str(Path(out).resolve())), jobs, profile.ray,
+                         device="cpu", on_done=on_shard)
+    verdicts = dict(sorted(results))
     rejects = [{"uid": u, "path": str(objects[u]), "reason": why} for u, why in verdicts.items() if why]
     rendered = sorted(u for u, why in verdicts.items() if why is None)
     pq.write_table(pa.Table.from_pylist(rejects, schema=pa.schema(

@@ -293,3 +293,15 @@ def model_gpus(cfg: RaySettings, device: str) -> float:
     if device == "cuda" and not has_gpu:
         raise RuntimeError("device is 'cuda' but the Ray cluster has no GPU")
     return cfg.gpus_per_task if has_gpu else 0.0
+
+
+def run_shards(worker_cls: type, init_args: tuple, jobs: Iterable[Any], cfg: RaySettings | None, *,
+               device: str = "cpu", on_done: Callable[[int, int, Any], None] | None = None) -> list[Any]:
+    """The one dispatch of every per-shard stage: on Ray actors (:func:`map_shards`, a GPU each
+    when ``device`` allows and the cluster has one) when ``cfg`` is given, else in this process;
+    also in this process when there are at most ``cfg.in_process_max_shards`` jobs."""
+    jobs = list(jobs)
+    if cfg is None or len(jobs) <= cfg.in_process_max_shards:
+        return run_local(worker_cls, init_args, jobs, on_done)
+    return map_shards(worker_cls, init_args, jobs, cfg, gpus_per_task=model_gpus(cfg, device),
+                      on_done=on_done)

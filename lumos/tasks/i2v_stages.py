@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import io
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +18,12 @@ from lumos.data.features import FeatureShards
 from lumos.data.stream import FeatureStream
 from lumos.data.i2v import extract_i2v_features
 from lumos.diffusion import GaussianDiffusion
-from lumos.encoders import build_vae, build_vision_encoder
+from lumos.encoders import build_vae
 from lumos.models import backbone_args
 from lumos.io import atomic_write_bytes
 from lumos.sample.i2i import load_model
 from lumos.sample.i2v import image_to_video_latents, write_clip
+from lumos.tasks.i2i_stages import build_encoders
 from lumos.tasks.i2v import I2VTask
 from lumos.tasks.priors import prior_checkpoint
 from lumos.tasks.runs import fine_tune_config, run_fine_tune, write_summary
@@ -34,11 +36,13 @@ MODELS = Path("models/i2v")
 SAMPLES = Path("samples/i2v")
 
 
-def run_features(profile: Profile, clips: Path = CLIPS, out: Path = FEATURES) -> dict:
+def run_features(profile: Profile, clips: Path = CLIPS, out: Path = FEATURES, on_shard=None) -> dict:
+    """features-i2v on Ray (params ``ray``), on the params' device and features.precision."""
     fingerprint = {"vae": profile.vae.model_dump(), "vision_encoder": profile.vision_encoder.model_dump(),
                    "frames": profile.i2v.frames, "resolution": profile.i2v.resolution}
-    return extract_i2v_features(clips, out, build_vae(profile.vae), build_vision_encoder(profile.vision_encoder),
-                                fingerprint)
+    return extract_i2v_features(clips, out, partial(build_encoders, profile.vae, profile.vision_encoder),
+                                fingerprint, device=profile.device, precision=profile.features.precision,
+                                ray=profile.ray, on_shard=on_shard)
 
 
 def run_train(profile: Profile, features: Path = FEATURES, out: Path = MODELS,
@@ -67,8 +71,8 @@ def run_sample(profile: Profile, models: Path = MODELS, features: Path = FEATURE
         raise FileNotFoundError(f"no finished I2V checkpoint in {models}: run train-i2v first")
     model, _ = load_model(ckpt)
     vae = build_vae(profile.vae)
-    data = FeatureShards(features)
-    n = min(profile.i2v.sample_clips, len(data))
+    data = FeatureShards(features, first=profile.i2v.sample_clips)  # only the clips drawn
+    n = len(data)
     first = data.tensors["latent_mean"][:n, 0]
     z = image_to_video_latents(model, first, data.tensors["condition"][:n], profile.i2v.frames,
                                profile.diffusion, profile.sample.seed)

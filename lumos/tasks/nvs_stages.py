@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -15,11 +16,12 @@ import torch
 from lumos.config import Profile
 from lumos.data.nvs import NVSObjects, NVSStream, extract_nvs_features, load_views
 from lumos.diffusion import GaussianDiffusion
-from lumos.encoders import build_vae, build_vision_encoder
+from lumos.encoders import build_vae
 from lumos.models import backbone_args
 from lumos.render.stages import RENDERS
 from lumos.sample.i2i import load_model, save_grid, save_png
 from lumos.sample.nvs import novel_views
+from lumos.tasks.i2i_stages import build_encoders
 from lumos.tasks.nvs import NVSTask
 from lumos.tasks.priors import prior_checkpoint
 from lumos.tasks.runs import fine_tune_config, run_fine_tune, write_summary
@@ -32,11 +34,13 @@ SAMPLES = Path("samples/nvs")
 SPLITS = ("objaverse", "gso")
 
 
-def run_features(profile: Profile, renders: Path = RENDERS, out: Path = FEATURES) -> dict:
-    vae, encoder = build_vae(profile.vae), build_vision_encoder(profile.vision_encoder)
+def run_features(profile: Profile, renders: Path = RENDERS, out: Path = FEATURES, on_shard=None) -> dict:
+    """features-nvs on Ray (params ``ray``), per object, on the params' device and features.precision."""
     fingerprint = {"vae": profile.vae.model_dump(), "vision_encoder": profile.vision_encoder.model_dump()}
-    return {split: extract_nvs_features(renders / split, out / split, vae, encoder,
-                                        profile.features.batch_size, fingerprint) for split in SPLITS}
+    build = partial(build_encoders, profile.vae, profile.vision_encoder)
+    return {split: extract_nvs_features(renders / split, out / split, build, profile.features.batch_size,
+                                        fingerprint, device=profile.device, precision=profile.features.precision,
+                                        ray=profile.ray, on_shard=on_shard) for split in SPLITS}
 
 
 def run_train(profile: Profile, features: Path = FEATURES, out: Path = MODELS,
@@ -67,10 +71,10 @@ def run_sample(profile: Profile, models: Path = MODELS, features: Path = FEATURE
         raise FileNotFoundError(f"no finished NVS checkpoint in {models}: run train-nvs first")
     model, _ = load_model(ckpt)
     vae = build_vae(profile.vae)
-    gso = NVSObjects(features / "gso")
+    gso = NVSObjects(features / "gso", first=profile.nvs.sample_objects)  # only the objects drawn
     n_az = profile.nvs.eval_azimuths
     written = []
-    for o, uid in enumerate(gso.uids[: profile.nvs.sample_objects]):
+    for o, uid in enumerate(gso.uids):
         t = gso.tensors
         pred = novel_views(model, vae, t["latent_mean"][o, 0], t["condition"][o, 0], t["w2c"][o, 0],
                            t["w2c"][o], profile.diffusion, profile.sample.seed)

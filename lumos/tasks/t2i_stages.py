@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 from pathlib import Path
 
 import duckdb
@@ -39,14 +40,16 @@ SAMPLES = Path("samples/t2i")
 MULTIPLE = 16  # bucket sides: VAE downsampling (8) x DiT patch (2)
 
 
-def run_features(profile: Profile, subset: Path = T2I_SUBSET, out: Path = FEATURES) -> dict:
-    vae = build_vae(profile.vae)
+def run_features(profile: Profile, subset: Path = T2I_SUBSET, out: Path = FEATURES, on_shard=None) -> dict:
+    """features-t2i on Ray (params ``ray``), per subset shard, on the params' device and features.precision."""
     keys = {(s.resolution, s.multi_aspect) for s in profile.t2i.stages}
     result = {}
     for res, multi in sorted(keys):
         fingerprint = {"vae": profile.vae.model_dump(), "resolution": res, "multi_aspect": multi}
-        result[stage_key(res, multi)] = extract_t2i_latents(subset, out / stage_key(res, multi), vae, res, multi,
-                                                            profile.features.batch_size, fingerprint, MULTIPLE)
+        result[stage_key(res, multi)] = extract_t2i_latents(
+            subset, out / stage_key(res, multi), partial(build_vae, profile.vae), res, multi,
+            profile.features.batch_size, fingerprint, MULTIPLE, decode_batch=profile.ray.decode_batch,
+            device=profile.device, precision=profile.features.precision, ray=profile.ray, on_shard=on_shard)
     for stale in out.iterdir() if out.exists() else []:
         if stale.name not in result:  # a stage no longer in the schedule
             shutil.rmtree(stale)

@@ -17,7 +17,8 @@ from lumos.video.webvid import prepare_webvid
 CLIPS = Path("datasets/clips/webvid")
 
 
-def run_prepare_webvid(profile: Profile, out: Path = CLIPS) -> dict:
+def run_prepare_webvid(profile: Profile, out: Path = CLIPS, on_shard=None) -> dict:
+    """Clip shards on Ray (params ``ray``): one shard per task, clips decoded in its worker."""
     v = profile.i2v
     src = v.source
     server = (serve_mini_world(MINI_WORLD_DIR, profile.mini_world.base_url)
@@ -27,4 +28,5 @@ def run_prepare_webvid(profile: Profile, out: Path = CLIPS) -> dict:
                               resolution=v.resolution, allowed_url_prefixes=src.allowed_url_prefixes,
                               workers=src.workers, samples_per_shard=src.samples_per_shard,
                               timeout_s=src.timeout_s, retries=src.retries,
-                              random_start=src.random_start, seed=profile.train.seed)
+                              random_start=src.random_start, seed=profile.train.seed,
+                              ray=profile.ray, on_shard=on_shard)

@@ -24,6 +24,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -42,7 +43,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from lumos.config import RaySettings
 from lumos.io import atomic_write_bytes, atomic_write_text, read_bytes
+from lumos.runtime.ray import run_shards
 
 INDEX_SCHEMA = pa.schema(
     [
@@ -387,28 +390,63 @@ def _process(key: str, row: VideoRow, work: Path, s: dict) -> dict:
     return {**base, "status": "ok", "caption": row.caption, "array": arr, "meta": meta}
 
 
-def _write_shard(out: Path, shard: int, results: list[dict]) -> None:
+def _write_shard(out: Path, shard: int, results: Iterable[dict]) -> None:
+    """Write one shard as its clips arrive: each clip's frames go straight into the tar (a
+    temporary file, renamed when whole), so a shard is never held in memory."""
     import webdataset as wds
 
     name = f"shards/{shard:05d}.tar"
-    ok = [r for r in results if r["status"] == "ok"]
-    buf = io.BytesIO()
-    with wds.TarWriter(buf, encoder=False, mtime=0) as sink:
-        for r in ok:
+    tmp = out / "shards" / f".{shard:05d}.tar.tmp"
+    index, rejects = [], []
+    with open(tmp, "wb") as f, wds.TarWriter(f, encoder=False, mtime=0) as sink:
+        for r in results:
+            if r["status"] != "ok":
+                rejects.append({k: r[k] for k in REJECTS_SCHEMA.names})
+                continue
             sink.write({"__key__": r["key"], "npy": _npy_bytes(r["array"]),
                         "json": json.dumps(r["meta"], sort_keys=True).encode()})
-    atomic_write_bytes(out / name, buf.getvalue())
-    index = [{"key": r["key"], "videoid": r["videoid"], "caption": r["caption"], "shard": name,
-              "frames": r["meta"]["frames"], "interval": r["meta"]["interval"],
-              "start": r["meta"]["start"], "resolution": r["meta"]["resolution"],
-              "source_fps": r["meta"]["fps"], "status": "ok"} for r in ok]
-    rejects = [{k: r[k] for k in REJECTS_SCHEMA.names} for r in results if r["status"] != "ok"]
+            index.append({"key": r["key"], "videoid": r["videoid"], "caption": r["caption"], "shard": name,
+                          "frames": r["meta"]["frames"], "interval": r["meta"]["interval"],
+                          "start": r["meta"]["start"], "resolution": r["meta"]["resolution"],
+                          "source_fps": r["meta"]["fps"], "status": "ok"})
+    os.replace(tmp, out / name)
     for rows, schema, suffix in ((index, INDEX_SCHEMA, ".parquet"),
                                  (rejects, REJECTS_SCHEMA, ".rejects.parquet")):
         pbuf = io.BytesIO()
         pq.write_table(pa.Table.from_pylist(rows, schema=schema), pbuf)
         atomic_write_bytes(out / "parts" / f"{shard:05d}{suffix}", pbuf.getvalue())
-    atomic_write_text(out / "parts" / f"{shard:05d}.done", f"{len(ok)} {len(rejects)}\n")
+    atomic_write_text(out / "parts" / f"{shard:05d}.done", f"{len(index)} {len(rejects)}\n")
+
+
+class ClipShardWorker:
+    """Prepares clip shards one at a time (a Ray actor or in-process): ``threads`` clips are
+    downloaded and decoded at once (PyAV and urllib release the GIL), in order, and written
+    as they finish: memory is bounded by ``threads`` clips per worker, never by a shard."""
+
+    def __init__(self, out: str, settings: dict, threads: int) -> None:
+        self.out, self.s, self.threads = Path(out), settings, max(1, threads)
+
+    def run(self, job: tuple[int, list[tuple[str, VideoRow]]]) -> int:
+        shard, rows = job
+        work = Path(tempfile.mkdtemp(dir=self.out / ".work"))
+        try:
+            with ThreadPoolExecutor(max_workers=self.threads) as pool:
+                _write_shard(self.out, shard, _in_order(pool, rows, work, self.s, self.threads))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return shard
+
+
+def _in_order(pool: ThreadPoolExecutor, rows: list[tuple[str, VideoRow]], work: Path, s: dict,
+              lookahead: int) -> Iterable[dict]:
+    """Each row's result in input order, with at most ``lookahead`` clips in flight."""
+    inflight: deque[Future] = deque()
+    for key, row in rows:
+        inflight.append(pool.submit(_process, key, row, work, s))
+        if len(inflight) >= lookahead:
+            yield inflight.popleft().result()
+    while inflight:
+        yield inflight.popleft().result()
 
 
 def _combine(out: Path, n_shards: int) -> tuple[pa.Table, pa.Table]:
@@ -431,12 +469,13 @@ def prepare_clips(rows: Sequence[VideoRow], out_dir: Path | str, frames: int = 1
                   allowed_url_prefixes: Sequence[str] | None = None, workers: int = 2,
                   samples_per_shard: int = 1000, timeout_s: float = 20.0, retries: int = 2,
                   random_start: bool = False, seed: int | None = 0,
-                  max_inflight_shards: int = 2) -> dict:
+                  ray: RaySettings | None = None, on_shard=None) -> dict:
     """Download, sample and shard ``rows`` into ``out_dir`` (resumable); returns stats.
 
-    Clips are processed ``workers`` at a time in a thread pool (PyAV and urllib release the
-    GIL). ``random_start`` draws each clip's first frame from ``seed`` and the clip's key;
-    otherwise sampling starts at frame 0. ``allowed_url_prefixes`` rejects other URLs
+    Shards fan out to Ray actors when ``ray`` is given (lumos/runtime/ray.py), else run in this
+    process; in each, clips are processed ``workers`` at a time in a thread pool (PyAV and
+    urllib release the GIL) and streamed into the shard's tar. ``random_start`` draws each
+    clip's first frame from ``seed`` and the clip's key; otherwise sampling starts at frame 0. ``allowed_url_prefixes`` rejects other URLs
     (``not_allowed``) so a test or demo never reaches beyond its own server.
     """
     out = Path(out_dir)
@@ -449,26 +488,10 @@ def prepare_clips(rows: Sequence[VideoRow], out_dir: Path | str, frames: int = 1
     s = {**settings, "timeout_s": timeout_s, "retries": retries}
     n_shards = (len(rows) + samples_per_shard - 1) // samples_per_shard
     pending = [i for i in range(n_shards) if not (out / "parts" / f"{i:05d}.done").exists()]
-    work = Path(tempfile.mkdtemp(dir=out / ".work"))
+    jobs = [(shard, [(f"{lo + j:09d}", r) for j, r in enumerate(rows[lo: lo + samples_per_shard])])
+            for shard in pending for lo in [shard * samples_per_shard]]
     t0 = time.perf_counter()
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            inflight: deque[tuple[int, list[Future]]] = deque()
-
-            def submit(shard: int) -> None:
-                lo = shard * samples_per_shard
-                chunk = rows[lo: lo + samples_per_shard]
-                inflight.append((shard, [pool.submit(_process, f"{lo + j:09d}", r, work, s)
-                                         for j, r in enumerate(chunk)]))
-
-            queue = deque(pending)
-            while queue or inflight:
-                while queue and len(inflight) < max(1, max_inflight_shards):
-                    submit(queue.popleft())
-                shard, futures = inflight.popleft()
-                _write_shard(out, shard, [f.result() for f in futures])
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    run_shards(ClipShardWorker, (str(out.resolve()), s, workers), jobs, ray, device="cpu", on_done=on_shard)
     index, rejects = _combine(out, n_shards)
     reasons: dict[str, int] = {}
     for r in rejects.column("reason").to_pylist():
