@@ -23,12 +23,14 @@ from flows.mini_world import mini_world_flow
 from flows.render import render_flow
 from flows.report import report_flow
 from flows.transfer import FLOWS as TRANSFER_FLOWS
+from flows.vae import train_vae_flow
 from flows.video import prepare_webvid_flow
 
 # In dependency order (the edges of dvc.yaml).
 STEPS = [
     ("mini-world", mini_world_flow),
     ("curate", curate_flow),
+    ("train-vae", train_vae_flow),
     ("features-i2i", I2I_FLOWS["features"]),
     ("train-i2i", I2I_FLOWS["train"]),
     ("sample-i2i", I2I_FLOWS["sample"]),
