@@ -94,3 +94,17 @@ def test_held_out_must_leave_training_images(tmp_path):
     render(sample_scene(np.random.default_rng(0), 64, 64, 1)).save(folder / "a.png")
     with pytest.raises(ValueError, match="held_out"):
         run_train_vae(VAETrain(images=str(folder), out=str(tmp_path / "vae"), held_out=1))
+
+
+def test_pair_fraction_draws_only_the_first_share_of_each_bucket():
+    """`lumos ablate paper-claim` (Fig. 5): the I2I prior fine-tuned on 10 % of the pairs."""
+    from types import SimpleNamespace
+
+    from lumos.tasks.t2i_stages import PairFraction
+
+    data = SimpleNamespace(buckets=[(32, 32), (32, 48)], offsets=[0, 10, 40])  # 10 + 30 pairs
+    subset = PairFraction(data, 0.1)
+    assert len(subset) == 1 + 3
+    gen = torch.Generator().manual_seed(0)
+    drawn = torch.cat([subset.sample_indices(4, gen) for _ in range(200)])
+    assert set(drawn.tolist()) == {0, 10, 11, 12}  # both buckets, only their first 10 %
