@@ -64,6 +64,23 @@ GRIDS: dict[str, Grid] = {
 }
 
 
+@dataclass(frozen=True)
+class Points(Grid):
+    """Named grid points instead of a product (each point sets several params together)."""
+
+    listed: tuple[dict, ...] = ()
+
+    def points(self) -> list[dict[str, object]]:
+        return [dict(p) for p in self.listed]
+
+
+# The paper's claim (Table 2, Fig. 5): T2I from the I2I prior on 10 % of the pairs against T2I
+# from scratch on all of them; `dvc exp show` puts their alignment and FID side by side.
+GRIDS["paper-claim"] = Points("T2I: I2I prior on 10 % of pairs vs scratch on 100 % (Fig. 5)", {},
+                              "evaluate-t2i", listed=({"t2i.prior": "i2i", "t2i.pair_fraction": 0.1},
+                                                      {"t2i.prior": "none", "t2i.pair_fraction": 1.0}))
+
+
 def _name(grid: str, point: dict) -> str:
     tail = "-".join(f"{k.split('.')[-1]}={v}" for k, v in point.items() if k != "vision_encoder.pretrained")
     return f"{grid}-{tail}".replace("_", "").replace("=", "-").replace(".", "p")

@@ -7,6 +7,8 @@ feature cache can store both and draw a fresh latent per epoch with :meth:`Laten
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from diffusers import AutoencoderKL
 
@@ -42,12 +44,17 @@ class LatentVAE(Frozen):
 
     @classmethod
     def from_config(cls, cfg: VAE) -> LatentVAE:
-        """Hub name or local directory in ``cfg.pretrained``; ``None``: the tiny random VAE."""
+        """Hub name or local directory in ``cfg.pretrained``; ``None``: the tiny random VAE.
+        ``cfg.scaling_factor`` ``None`` takes the VAE's own (train-vae measures and saves it)."""
         if cfg.pretrained is None:
             vae = seeded(tiny_autoencoder)
         else:
+            if _looks_local(cfg.pretrained) and not Path(cfg.pretrained, "config.json").is_file():
+                raise FileNotFoundError(
+                    f"no VAE at {cfg.pretrained!r} (no config.json): run `lumos train-vae` first")
             vae = AutoencoderKL.from_pretrained(cfg.pretrained)
-        return cls(vae, cfg.scaling_factor)
+        scale = cfg.scaling_factor if cfg.scaling_factor is not None else vae.config.scaling_factor
+        return cls(vae, scale)
 
     @property
     def latent_channels(self) -> int:
@@ -94,3 +101,9 @@ def _check_divisible(images: torch.Tensor, factor: int) -> None:
     h, w = images.shape[-2:]
     if h % factor or w % factor:
         raise ValueError(f"image size {h}x{w} is not a multiple of the VAE's factor {factor}")
+
+
+def _looks_local(name: str) -> bool:
+    """A path (``models/vae`` under an existing ``models/``, ``./x``, ``/abs``) rather than a
+    hub name (``owner/repo``)."""
+    return name.startswith((".", "/")) or Path(name).exists() or Path(name).parent.is_dir()

@@ -10,10 +10,12 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
 import duckdb
+import torch
 
 from lumos.caption.mixing import CaptionMixer
 from lumos.caption.stages import T5_DIR
@@ -71,6 +73,7 @@ def run_train(profile: Profile, features: Path = FEATURES, t5: Path = T5_DIR, ou
     summaries = []
     for i, stage in enumerate(t.stages):
         data = T2IStream(features / stage_key(stage.resolution, stage.multi_aspect), t5)
+        data = PairFraction(data, t.pair_fraction) if t.pair_fraction < 1.0 else data  # TODO(merge): streamed pairs
         tokens, width = data.text_width
         latent = data.shapes["latent_mean"]  # (C, h, w) of the first bucket
         vae_f = data.buckets[0][0] // latent[-2]  # image side / latent side
@@ -84,7 +87,7 @@ def run_train(profile: Profile, features: Path = FEATURES, t5: Path = T5_DIR, ou
                        GaussianDiffusion(profile.diffusion.train_steps, profile.model.vlb_weight),
                        mixer=CaptionMixer(profile.t2i_data.long_caption_ratio))
         config = {"task": "t2i", "condition": "text", "model_class": "dit", "model_args": model_args,
-                  "stage": i, "stage_settings": stage.model_dump(), "buckets": [list(b) for b in data.buckets],
+                  "stage": i, "stage_settings": stage.model_dump(), "pair_fraction": t.pair_fraction, "buckets": [list(b) for b in data.buckets],
                   "encoders": {"vae": profile.vae.model_dump(), "text_encoder": profile.text_encoder.model_dump()},
                   "diffusion": profile.diffusion.model_dump(), "long_caption_ratio": profile.t2i_data.long_caption_ratio,
                   "schedule": {"steps": stage.steps},
@@ -140,3 +143,28 @@ def run_sample(profile: Profile, models: Path = MODELS, subset: Path = T2I_SUBSE
     manifest = {"checkpoint": str(ckpt), "prompts": prompts, "sizes": written}
     write_summary(out / "prompts.json", manifest)
     return manifest
+
+
+class PairFraction:
+    """A T2I dataset that draws only from the first ``fraction`` of each aspect bucket's pairs
+    (Fig. 5 / `lumos ablate paper-claim`: the I2I prior fine-tuned on 10 % of the pairs)."""
+
+    def __init__(self, data: T2IDataset, fraction: float) -> None:
+        self.data, self.fraction = data, fraction
+
+    def __getattr__(self, name):
+        return getattr(self.data, name)
+
+    def __len__(self) -> int:
+        d = self.data
+        return sum(self._kept(b) for b in range(len(d.buckets)))
+
+    def _kept(self, b: int) -> int:
+        size = self.data.offsets[b + 1] - self.data.offsets[b]
+        return max(1, math.ceil(self.fraction * size))
+
+    def sample_indices(self, size: int, generator: torch.Generator) -> torch.Tensor:
+        d = self.data
+        sizes = torch.tensor([self._kept(b) for b in range(len(d.buckets))], dtype=torch.float)
+        b = int(torch.multinomial(sizes, 1, generator=generator))
+        return d.offsets[b] + torch.randint(0, int(sizes[b]), (size,), generator=generator)
