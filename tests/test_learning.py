@@ -96,15 +96,35 @@ def test_held_out_must_leave_training_images(tmp_path):
         run_train_vae(VAETrain(images=str(folder), out=str(tmp_path / "vae"), held_out=1))
 
 
-def test_pair_fraction_draws_only_the_first_share_of_each_bucket():
-    """`lumos ablate paper-claim` (Fig. 5): the I2I prior fine-tuned on 10 % of the pairs."""
-    from types import SimpleNamespace
+def test_pair_fraction_streams_only_the_first_share_of_each_bucket(tmp_path):
+    """`lumos ablate paper-claim` (Fig. 5): the I2I prior fine-tuned on 10 % of the pairs; the
+    streamed reader keeps the first 10 % of each bucket (across its shards), every epoch."""
+    from itertools import islice
 
-    from lumos.tasks.t2i_stages import PairFraction
+    from safetensors.torch import save_file
 
-    data = SimpleNamespace(buckets=[(32, 32), (32, 48)], offsets=[0, 10, 40])  # 10 + 30 pairs
-    subset = PairFraction(data, 0.1)
-    assert len(subset) == 1 + 3
-    gen = torch.Generator().manual_seed(0)
-    drawn = torch.cat([subset.sample_indices(4, gen) for _ in range(200)])
-    assert set(drawn.tolist()) == {0, 10, 11, 12}  # both buckets, only their first 10 %
+    from lumos.data.t2i import T2IStream, _save
+
+    files = {"a--32x32": range(0, 6), "b--32x32": range(6, 10), "a--32x48": range(10, 40)}  # 10 + 30 pairs
+    for name, uids in files.items():
+        h, w = map(int, name.rsplit("--", 1)[1].split("x"))
+        n = torch.tensor(list(uids), dtype=torch.float32)
+        _save(tmp_path / "lat" / f"{name}.safetensors",
+              {"latent_mean": n.view(-1, 1, 1, 1).expand(-1, 4, h // 8, w // 8).clone(),
+               "latent_std": torch.zeros(len(n), 4, h // 8, w // 8)}, [f"u{u}" for u in uids], {"bucket": [h, w]})
+    (tmp_path / "t5").mkdir()
+    for base in ("a", "b"):
+        uids = [u for name, r in files.items() if name.startswith(base) for u in r]
+        save_file({"raw_emb": torch.zeros(len(uids), 5, 16), "long_emb": torch.zeros(len(uids), 5, 16),
+                   "raw_mask": torch.ones(len(uids), 5, dtype=torch.int8),
+                   "long_mask": torch.ones(len(uids), 5, dtype=torch.int8),
+                   "has_long": torch.zeros(len(uids), dtype=torch.bool)},
+                  str(tmp_path / "t5" / f"{base}.safetensors"), metadata={"keys": json.dumps([f"u{u}" for u in uids])})
+    full = T2IStream(tmp_path / "lat", tmp_path / "t5")
+    tenth = T2IStream(tmp_path / "lat", tmp_path / "t5", pair_fraction=0.1)
+    assert len(full) == 40 and len(tenth) == 1 + 3
+    assert tenth.buckets == full.buckets == [(32, 32), (32, 48)]
+    drawn = torch.cat([b["latent_mean"][:, 0, 0, 0] for b in islice(tenth.loader(1, seed=0, workers=0), 40)])
+    assert set(drawn.long().tolist()) == {0, 10, 11, 12}  # both buckets, only their first 10 %
+    with pytest.raises(ValueError, match="pair_fraction"):
+        T2IStream(tmp_path / "lat", tmp_path / "t5", pair_fraction=0.0)

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -72,8 +71,7 @@ def run_train(profile: Profile, features: Path = FEATURES, t5: Path = T5_DIR, ou
     parent = prior_checkpoint(t.prior, prior_roots)
     summaries = []
     for i, stage in enumerate(t.stages):
-        data = T2IStream(features / stage_key(stage.resolution, stage.multi_aspect), t5)
-        data = PairFraction(data, t.pair_fraction) if t.pair_fraction < 1.0 else data  # TODO(merge): streamed pairs
+        data = T2IStream(features / stage_key(stage.resolution, stage.multi_aspect), t5, t.pair_fraction)
         tokens, width = data.text_width
         latent = data.shapes["latent_mean"]  # (C, h, w) of the first bucket
         vae_f = data.buckets[0][0] // latent[-2]  # image side / latent side
@@ -144,27 +142,3 @@ def run_sample(profile: Profile, models: Path = MODELS, subset: Path = T2I_SUBSE
     write_summary(out / "prompts.json", manifest)
     return manifest
 
-
-class PairFraction:
-    """A T2I dataset that draws only from the first ``fraction`` of each aspect bucket's pairs
-    (Fig. 5 / `lumos ablate paper-claim`: the I2I prior fine-tuned on 10 % of the pairs)."""
-
-    def __init__(self, data: T2IDataset, fraction: float) -> None:
-        self.data, self.fraction = data, fraction
-
-    def __getattr__(self, name):
-        return getattr(self.data, name)
-
-    def __len__(self) -> int:
-        d = self.data
-        return sum(self._kept(b) for b in range(len(d.buckets)))
-
-    def _kept(self, b: int) -> int:
-        size = self.data.offsets[b + 1] - self.data.offsets[b]
-        return max(1, math.ceil(self.fraction * size))
-
-    def sample_indices(self, size: int, generator: torch.Generator) -> torch.Tensor:
-        d = self.data
-        sizes = torch.tensor([self._kept(b) for b in range(len(d.buckets))], dtype=torch.float)
-        b = int(torch.multinomial(sizes, 1, generator=generator))
-        return d.offsets[b] + torch.randint(0, int(sizes[b]), (size,), generator=generator)
