@@ -263,6 +263,16 @@ class VAETrain(Section):
     kl_weight: Annotated[float, Field(ge=0.0)] = 1e-6  # SD's KL weight: latents stay near-deterministic
     held_out: NonNegInt = 32  # images kept out of training to measure reconstruction PSNR
     seed: int = 0
+    # the autoencoder's shape: one entry per level (len - 1 halvings: 4 entries = SD's 8x)
+    block_out_channels: list[PosInt] = Field(default_factory=lambda: [16, 32, 32, 32], min_length=2)
+    latent_channels: PosInt = 4  # SD: 4; more channels keep more detail at the same 8x
+
+    @field_validator("block_out_channels")
+    @classmethod
+    def _group_norm_fits(cls, v: list[int]) -> list[int]:
+        if any(c % 16 for c in v):  # the autoencoder's GroupNorm has 16 groups
+            raise ValueError(f"every block_out_channels entry must be a multiple of 16, got {v}")
+        return v
 
 
 class VisionEncoder(Section):

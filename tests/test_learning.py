@@ -64,6 +64,75 @@ def test_latent_scale_gives_unit_variance_latents(trained):
     assert z.shape[1:] == (4, RES // 8, RES // 8)  # SD's geometry: 4 channels, 8x down
 
 
+@pytest.fixture(scope="module")
+def trained_i2i(trained, tmp_path_factory):
+    """The I2I prior's real code path, small: features of 48 scenes (the trained VAE above, the
+    tiny random DINO's [CLS]), ``train`` with the paper's AdamW + warm-up + EMA, then
+    ``variations``."""
+    from lumos.config import Diffusion, Optimizer, VisionEncoder
+    from lumos.data.extract import encode_images
+    from lumos.data.features import FeatureShards, write_feature_shard
+    from lumos.diffusion import GaussianDiffusion
+    from lumos.encoders import build_vision_encoder
+    from lumos.encoders.vae import LatentVAE
+    from lumos.sample.i2i import load_model, variations
+    from lumos.tasks.i2i import I2ITask
+    from lumos.train.loop import RunSpec, train
+
+    autoencoder, train_scenes = trained
+    vae = LatentVAE(autoencoder, latent_scale(autoencoder, train_scenes))
+    encoder = build_vision_encoder(VisionEncoder(name="dino", pretrained=None, tokens="cls", resolution=RES))
+    rng = np.random.default_rng(7)
+    images = [render(sample_scene(rng, 96, 160, 4)) for _ in range(48)]
+    root = tmp_path_factory.mktemp("i2i")
+    write_feature_shard(root / "features" / "a.safetensors", [f"k{i}" for i in range(len(images))],
+                        encode_images(images, RES, vae, encoder, batch_size=16, device="cpu"), {})
+    task = I2ITask(FeatureShards(root / "features"), "tiny", 0.1, GaussianDiffusion())
+    spec = RunSpec(steps=STEPS_I2I, global_batch=16, micro_batch=16, precision="fp32", zero_stage=2,
+                   optimizer=Optimizer(lr=1e-3, weight_decay=0.03, warmup_steps=10, grad_clip=1.0),
+                   ema_decay=0.95, seed=0, checkpoint_every=STEPS_I2I, log_every=50)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train(task, spec, root / "run", {"model_args": task.model_args()})
+        model, _ = load_model(root / "run" / "checkpoints" / f"step-{STEPS_I2I:07d}")
+        grid = variations(model, vae, encoder, images[:8], 2, RES, Diffusion(sample_steps=10, cfg_scale=3.0), seed=0)
+    finally:
+        torch.set_num_threads(threads)
+    grid = grid.view(8, 3, 3, RES, RES)
+    return result, grid[:, 0], grid[:, 1:].flatten(0, 1)
+
+
+STEPS_I2I = 150
+
+
+def test_i2i_variations_keep_their_inputs_colours(trained_i2i):
+    """Issue 15: a variation's colour histogram is much closer to its own input's than to the
+    other inputs' (a model that ignored its condition would score a ratio of about 1)."""
+    from lumos.eval.colour import variation_distances
+
+    result, inputs, samples = trained_i2i
+    losses = result["losses"]
+    assert sum(losses[-20:]) / 20 < 0.7 * sum(losses[:20]) / 20
+    d = variation_distances(inputs, samples)
+    print(f"I2I colour-histogram distance: to input {d['to_input']:.3f}, to other inputs {d['to_other']:.3f}")
+    assert d["ratio"] < 0.8
+
+
+def test_colour_distance_is_zero_for_copies_and_one_for_disjoint_colours():
+    from lumos.eval.colour import histogram_distance, colour_histograms, variation_distances
+
+    red, blue = torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4)
+    red[:, 0], blue[:, 2] = 1.0, 1.0
+    h = colour_histograms(torch.cat([red, blue]))
+    assert h.sum(1).tolist() == [1.0, 1.0]
+    assert histogram_distance(h[0], h[1]) == 1.0 and histogram_distance(h[0], h[0]) == 0.0
+    d = variation_distances(torch.cat([red, blue]), torch.cat([red, red, blue, blue]))
+    assert d["to_input"] == 0.0 and d["to_other"] == 1.0 and d["ratio"] == 0.0
+    with pytest.raises(ValueError, match="images"):
+        colour_histograms(torch.zeros(3, 4, 4))
+
+
 def test_train_vae_stage_saves_a_vae_the_pipeline_loads(tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()

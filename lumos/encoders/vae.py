@@ -16,16 +16,19 @@ from lumos.config import VAE
 from lumos.encoders.frozen import Frozen, check_images, seeded
 
 
-def tiny_autoencoder() -> AutoencoderKL:
-    """A small random ``AutoencoderKL`` with SD's geometry: 4 latent channels, 8x downsampling."""
+def tiny_autoencoder(block_out_channels: tuple[int, ...] = (16, 32, 32, 32),
+                     latent_channels: int = 4) -> AutoencoderKL:
+    """A small random ``AutoencoderKL``; by default SD's geometry (4 latent channels, 8x
+    downsampling: ``len(block_out_channels) - 1`` halvings)."""
+    levels = len(block_out_channels)
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(16, 32, 32, 32),
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=tuple(block_out_channels),
         layers_per_block=1,
-        latent_channels=4,
+        latent_channels=latent_channels,
         norm_num_groups=16,
         sample_size=64,
     )

@@ -56,10 +56,12 @@ def random_crops(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tens
 
 
 def train_autoencoder(images: torch.Tensor, steps: int, batch_size: int, lr: float,
-                      kl_weight: float, seed: int = 0, crop: int | None = None) -> AutoencoderKL:
-    """Fit a fresh tiny ``AutoencoderKL`` to ``images`` (N,3,R,R in [-1,1]) with random flips
-    and, with ``crop``, random crops of that side."""
-    vae = seeded(tiny_autoencoder, seed)
+                      kl_weight: float, seed: int = 0, crop: int | None = None,
+                      block_out_channels: tuple[int, ...] = (16, 32, 32, 32),
+                      latent_channels: int = 4) -> AutoencoderKL:
+    """Fit a fresh tiny ``AutoencoderKL`` (``block_out_channels``, ``latent_channels``) to
+    ``images`` (N,3,R,R in [-1,1]) with random flips and, with ``crop``, random crops of that side."""
+    vae = seeded(lambda: tiny_autoencoder(tuple(block_out_channels), latent_channels), seed)
     vae.train()
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     warmup = max(1, steps // 20)
@@ -119,7 +121,7 @@ def run_train_vae(cfg: VAETrain) -> dict:
     train, held = images[cfg.held_out:], images[: cfg.held_out]
     t0 = time.perf_counter()
     vae = train_autoencoder(train, cfg.steps, cfg.batch_size, cfg.lr, cfg.kl_weight, cfg.seed,
-                            cfg.crop)
+                            cfg.crop, cfg.block_out_channels, cfg.latent_channels)
     seconds = time.perf_counter() - t0
     vae.register_to_config(scaling_factor=latent_scale(vae, train))
     summary = {"fingerprint": fingerprint, "train_images": len(train), "held_out_images": len(held),
