@@ -1,6 +1,6 @@
 """The tiny profile learns: measured numbers, not shapes only (issue 15, item 2).
 
-A small AutoencoderKL trained here for a few seconds on mini-world scenes must reconstruct
+A small AutoencoderKL (the tiny profile's shape) trained here for a few seconds on mini-world scenes must reconstruct
 scenes it never saw better than the random VAE the tiny profile used before, give unit-variance
 scaled latents, and load back through the pipeline's own ``build_vae`` from the folder
 `train-vae` writes.
@@ -32,14 +32,18 @@ def scenes(n: int, seed: int, resolution: int = RES) -> torch.Tensor:
     return torch.stack([prep(render(sample_scene(rng, 96, 160, 4))) * 2 - 1 for _ in range(n)])
 
 
+SHAPE = (32, 32, 32)  # the tiny profile's train-vae shape: 4x downsampling
+
+
 @pytest.fixture(scope="module")
 def trained():
-    """60 steps on 16 px crops (~5 s of one core; one thread: the machine's cores are shared)."""
+    """150 steps on 16 px crops (one thread: the machine's cores are shared)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         train = scenes(64, seed=1)
-        vae = train_autoencoder(train, steps=60, batch_size=8, lr=3e-3, kl_weight=1e-6, seed=0, crop=16)
+        vae = train_autoencoder(train, steps=150, batch_size=8, lr=2e-3, kl_weight=1e-6, seed=0, crop=16,
+                                block_out_channels=SHAPE)
     finally:
         torch.set_num_threads(threads)
     return vae, train
@@ -52,7 +56,7 @@ def test_trained_vae_reconstructs_held_out_scenes(trained):
     trained_psnr = psnr(reconstruct(vae, held), held)
     print(f"held-out PSNR: random VAE {random_psnr:.1f} dB, trained {trained_psnr:.1f} dB")
     assert random_psnr < 12.0  # measured 10.7 dB
-    assert trained_psnr > random_psnr + 2.0  # measured 13.7 dB after these 60 steps
+    assert trained_psnr > random_psnr + 5.0  # measured XX dB after these 150 steps
 
 
 def test_latent_scale_gives_unit_variance_latents(trained):
@@ -61,7 +65,7 @@ def test_latent_scale_gives_unit_variance_latents(trained):
     with torch.no_grad():
         z = vae.encode(train).latent_dist.mean * scale
     assert abs(float(z.std()) - 1.0) < 1e-3
-    assert z.shape[1:] == (4, RES // 8, RES // 8)  # SD's geometry: 4 channels, 8x down
+    assert z.shape[1:] == (4, RES // 4, RES // 4)  # 4 channels (SD's), 4x down
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +111,7 @@ STEPS_I2I = 150
 
 
 def test_i2i_variations_keep_their_inputs_colours(trained_i2i):
-    """Issue 15: a variation's colour histogram is much closer to its own input's than to the
+    """Issue 15: a variation's colours are much closer to its own input's than to the
     other inputs' (a model that ignored its condition would score a ratio of about 1)."""
     from lumos.eval.colour import variation_distances
 
@@ -115,22 +119,22 @@ def test_i2i_variations_keep_their_inputs_colours(trained_i2i):
     losses = result["losses"]
     assert sum(losses[-20:]) / 20 < 0.7 * sum(losses[:20]) / 20
     d = variation_distances(inputs, samples)
-    print(f"I2I colour-histogram distance: to input {d['to_input']:.3f}, to other inputs {d['to_other']:.3f}")
+    print(f"I2I colour distance: to input {d['to_input']:.3f}, to other inputs {d['to_other']:.3f}")
     assert d["ratio"] < 0.8
 
 
-def test_colour_distance_is_zero_for_copies_and_one_for_disjoint_colours():
-    from lumos.eval.colour import histogram_distance, colour_histograms, variation_distances
+def test_colour_distance_is_zero_for_copies_and_grows_with_the_colour_shift():
+    from lumos.eval.colour import colour_distance, variation_distances
 
-    red, blue = torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4)
-    red[:, 0], blue[:, 2] = 1.0, 1.0
-    h = colour_histograms(torch.cat([red, blue]))
-    assert h.sum(1).tolist() == [1.0, 1.0]
-    assert histogram_distance(h[0], h[1]) == 1.0 and histogram_distance(h[0], h[0]) == 0.0
-    d = variation_distances(torch.cat([red, blue]), torch.cat([red, red, blue, blue]))
-    assert d["to_input"] == 0.0 and d["to_other"] == 1.0 and d["ratio"] == 0.0
+    grey, red = torch.full((1, 3, 4, 4), 0.5), torch.zeros(1, 3, 4, 4)
+    red[:, 0] = 1.0
+    assert float(colour_distance(grey, grey)) == 0.0
+    assert float(colour_distance(grey, grey + 0.01)) == pytest.approx(0.01)  # no bin edge to flip
+    assert float(colour_distance(grey, red)) == pytest.approx((0.5 + 0.5 + 0.5) / 3)
+    d = variation_distances(torch.cat([grey, red]), torch.cat([grey, grey, red, red]))
+    assert d["to_input"] == 0.0 and d["to_other"] == pytest.approx(0.5) and d["ratio"] == 0.0
     with pytest.raises(ValueError, match="images"):
-        colour_histograms(torch.zeros(3, 4, 4))
+        colour_distance(torch.zeros(3, 4, 4), torch.zeros(3, 4, 4))
 
 
 def test_train_vae_stage_saves_a_vae_the_pipeline_loads(tmp_path):
@@ -141,14 +145,14 @@ def test_train_vae_stage_saves_a_vae_the_pipeline_loads(tmp_path):
         render(sample_scene(rng, 64, 96, 3)).save(folder / f"mw-{i:06d}.png")
     (folder / "broken.jpg").write_bytes(b"not an image")  # skipped, as the mini-world's bad rows
     cfg = VAETrain(images=str(folder), out=str(tmp_path / "vae"), resolution=RES, steps=3,
-                   batch_size=4, held_out=2)
+                   batch_size=4, held_out=2, block_out_channels=list(SHAPE))
     summary = run_train_vae(cfg)
     assert summary["train_images"] == 10 and summary["held_out_images"] == 2
     assert json.loads((tmp_path / "vae" / "summary.json").read_text())["fingerprint"]["steps"] == 3
     vae = build_vae(VAE(pretrained=str(tmp_path / "vae"), scaling_factor=None))
     assert vae.scaling_factor == pytest.approx(summary["scaling_factor"])
     mean, _ = vae.encode(scenes(2, seed=6))
-    assert mean.shape == (2, 4, RES // 8, RES // 8)
+    assert mean.shape == (2, 4, RES // 4, RES // 4) and vae.downsample == 4  # the params' shape
     assert run_train_vae(cfg)["skipped"] is True  # a rerun with the same settings does nothing
 
 
