@@ -56,7 +56,7 @@ def test_trained_vae_reconstructs_held_out_scenes(trained):
     trained_psnr = psnr(reconstruct(vae, held), held)
     print(f"held-out PSNR: random VAE {random_psnr:.1f} dB, trained {trained_psnr:.1f} dB")
     assert random_psnr < 12.0  # measured 10.7 dB
-    assert trained_psnr > random_psnr + 5.0  # measured XX dB after these 150 steps
+    assert trained_psnr > random_psnr + 5.0  # measured 18.1 dB after these 150 steps (8x, 60 steps: 13.7)
 
 
 def test_latent_scale_gives_unit_variance_latents(trained):
@@ -71,7 +71,7 @@ def test_latent_scale_gives_unit_variance_latents(trained):
 @pytest.fixture(scope="module")
 def trained_i2i(trained, tmp_path_factory):
     """The I2I prior's real code path, small: features of 48 scenes (the trained VAE above, the
-    tiny random DINO's [CLS]), ``train`` with the paper's AdamW + warm-up + EMA, then
+    tiny random DINO's CLS + patch tokens), ``train`` with the paper's AdamW + warm-up + EMA, then
     ``variations``."""
     from lumos.config import Diffusion, Optimizer, VisionEncoder
     from lumos.data.extract import encode_images
@@ -85,7 +85,7 @@ def trained_i2i(trained, tmp_path_factory):
 
     autoencoder, train_scenes = trained
     vae = LatentVAE(autoencoder, latent_scale(autoencoder, train_scenes))
-    encoder = build_vision_encoder(VisionEncoder(name="dino", pretrained=None, tokens="cls", resolution=RES))
+    encoder = build_vision_encoder(VisionEncoder(name="dino", pretrained=None, tokens="all", resolution=RES))
     rng = np.random.default_rng(7)
     images = [render(sample_scene(rng, 96, 160, 4)) for _ in range(48)]
     root = tmp_path_factory.mktemp("i2i")
@@ -93,21 +93,21 @@ def trained_i2i(trained, tmp_path_factory):
                         encode_images(images, RES, vae, encoder, batch_size=16, device="cpu"), {})
     task = I2ITask(FeatureShards(root / "features"), "tiny", 0.1, GaussianDiffusion())
     spec = RunSpec(steps=STEPS_I2I, global_batch=16, micro_batch=16, precision="fp32", zero_stage=2,
-                   optimizer=Optimizer(lr=1e-3, weight_decay=0.03, warmup_steps=10, grad_clip=1.0),
+                   optimizer=Optimizer(lr=2e-3, weight_decay=0.03, warmup_steps=10, grad_clip=1.0),
                    ema_decay=0.95, seed=0, checkpoint_every=STEPS_I2I, log_every=50)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         result = train(task, spec, root / "run", {"model_args": task.model_args()})
         model, _ = load_model(root / "run" / "checkpoints" / f"step-{STEPS_I2I:07d}")
-        grid = variations(model, vae, encoder, images[:8], 2, RES, Diffusion(sample_steps=10, cfg_scale=3.0), seed=0)
+        grid = variations(model, vae, encoder, images[:8], 2, RES, Diffusion(sample_steps=10, cfg_scale=4.5), seed=0)
     finally:
         torch.set_num_threads(threads)
     grid = grid.view(8, 3, 3, RES, RES)
     return result, grid[:, 0], grid[:, 1:].flatten(0, 1)
 
 
-STEPS_I2I = 150
+STEPS_I2I = 300
 
 
 def test_i2i_variations_keep_their_inputs_colours(trained_i2i):
@@ -120,7 +120,7 @@ def test_i2i_variations_keep_their_inputs_colours(trained_i2i):
     assert sum(losses[-20:]) / 20 < 0.7 * sum(losses[:20]) / 20
     d = variation_distances(inputs, samples)
     print(f"I2I colour distance: to input {d['to_input']:.3f}, to other inputs {d['to_other']:.3f}")
-    assert d["ratio"] < 0.8
+    assert d["ratio"] < 0.6  # measured 0.38 (the VAE's own reconstructions: 0.36; ignoring the condition: ~1)
 
 
 def test_colour_distance_is_zero_for_copies_and_grows_with_the_colour_shift():
