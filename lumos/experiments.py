@@ -70,7 +70,7 @@ class Points(Grid):
 
     listed: tuple[dict, ...] = ()
 
-    def points(self) -> list[dict[str, object]]:
+    def points(self, profile: str | None = None) -> list[dict[str, object]]:
         return [dict(p) for p in self.listed]
 
 

@@ -201,3 +201,14 @@ def test_pair_fraction_streams_only_the_first_share_of_each_bucket(tmp_path):
     assert set(drawn.long().tolist()) == {0, 10, 11, 12}  # both buckets, only their first 10 %
     with pytest.raises(ValueError, match="pair_fraction"):
         T2IStream(tmp_path / "lat", tmp_path / "t5", pair_fraction=0.0)
+
+
+def test_paper_claim_queues_the_prior_on_a_tenth_against_scratch_on_all():
+    """`lumos ablate paper-claim` (Table 2 / Fig. 5 in miniature): two `dvc exp` runs of evaluate-t2i."""
+    from lumos.experiments import queue_commands
+
+    cmds = queue_commands("paper-claim", "tiny")
+    assert [c[-1] for c in cmds] == ["evaluate-t2i", "evaluate-t2i"]
+    sets = [[c[i + 1] for i, a in enumerate(c) if a == "-S"] for c in cmds]
+    assert sets == [["profiles.tiny.t2i.prior=i2i", "profiles.tiny.t2i.pair_fraction=0.1"],
+                    ["profiles.tiny.t2i.prior=none", "profiles.tiny.t2i.pair_fraction=1.0"]]
