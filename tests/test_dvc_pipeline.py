@@ -159,6 +159,7 @@ def test_metrics_plots_and_report(project):
     assert set(t2i["alignment"]) == {"count", "colour", "position", "shape", "overall"}
     i2i = json.loads((root / "metrics/i2i.json").read_text())["imagenet"]  # held-out ImageNet-val stand-in
     assert i2i["samples"] == 12 and i2i["stand_in"] and "heldout/imagenet" in i2i["reference"]
+    assert set(i2i["colour_histogram"]) == {"to_input", "to_other", "ratio"}  # issue 15's learning measure
     i2v = json.loads((root / "metrics/i2v.json").read_text())
     assert {"fvd", "kvd", "pic"} <= set(i2v["webvid"])  # stored under the set read (not held out yet)
     shown = json.loads(subprocess.run(["dvc", "metrics", "show", "--json"], cwd=root, env=env,
