@@ -24,7 +24,7 @@ METRICS = {"fid": "FID", "kid": "KID", "clip_score": "CLIP score", "psnr": "PSNR
 GROUPS = {"ucf101": "UCF-101", "msrvtt": "MSR-VTT", "alignment": "Alignment (GenEval-style)",
           "mscoco": "MS-COCO", "coco": "MS-COCO", "imagenet": "ImageNet-1K val (Table 1)",
           "coco30k": "MS-COCO FID-30K (Table 2)", "gso": "GSO", "webvid": "WebVid training clips",
-          "colour_histogram": "Colour-histogram distance of a variation (issue 15)"}
+          "colour_histogram": "Colour distance (EMD) of a variation (issue 15)"}
 PROVENANCE = {"protocol", "reference", "stand_in"}  # shown in the group header, not as columns
 STAND_IN = " [mini-world stand-in]"
 LOWER = {"fid", "kid", "lpips", "fvd", "kvd", "loss", "mse", "to_input", "ratio"}
