@@ -108,6 +108,8 @@ def _profile_stage(target: str):
 
 
 for _name, _target, _help in (
+    ("train-vae", "lumos.train.vae:run_stage",
+     "tiny profile: train the small AutoencoderKL on mini-world images -> models/vae"),
     ("features-i2i", "lumos.tasks.i2i_stages:run_features",
      "cache VAE latents and frozen-encoder tokens of the catalog's images, per shard"),
     ("train-i2i", "lumos.tasks.i2i_stages:run_train",

@@ -247,7 +247,33 @@ class Captioner(Section):
 # --------------------------------------------------------------------------- encoders
 class VAE(Section):
     pretrained: str | None = "stabilityai/sd-vae-ft-ema"  # None: tiny random AutoencoderKL
-    scaling_factor: PosFloat = 0.18215
+    scaling_factor: PosFloat | None = 0.18215  # None: the VAE's own config.scaling_factor
+
+
+class VAETrain(Section):
+    """Stage `train-vae` (tiny profile only; the paper keeps SD's VAE): a small AutoencoderKL
+    trained on the mini-world's images, saved in diffusers format at ``out``."""
+
+    images: str = "datasets/mini-world/images"  # a folder of images (jpg/png)
+    out: str = "models/vae"
+    resolution: PosInt = 64  # the images' side (the features' resolution)
+    crop: Annotated[int, Field(ge=8)] | None = 32  # train on random crops of this side; None: whole
+    steps: PosInt = 400
+    batch_size: PosInt = 16
+    lr: PosFloat = 2e-3
+    kl_weight: Annotated[float, Field(ge=0.0)] = 1e-6  # SD's KL weight: latents stay near-deterministic
+    held_out: NonNegInt = 32  # images kept out of training to measure reconstruction PSNR
+    seed: int = 0
+    # the autoencoder's shape: one entry per level (len - 1 halvings: 4 entries = SD's 8x)
+    block_out_channels: list[PosInt] = Field(default_factory=lambda: [16, 32, 32, 32], min_length=2)
+    latent_channels: PosInt = 4  # SD: 4; more channels keep more detail at the same 8x
+
+    @field_validator("block_out_channels")
+    @classmethod
+    def _group_norm_fits(cls, v: list[int]) -> list[int]:
+        if any(c % 16 for c in v):  # the autoencoder's GroupNorm has 16 groups
+            raise ValueError(f"every block_out_channels entry must be a multiple of 16, got {v}")
+        return v
 
 
 class VisionEncoder(Section):
@@ -409,6 +435,7 @@ class T2I(Section):
     """Progressive T2I fine-tuning (supplement H.2, Table S1)."""
 
     prior: Literal["i2i", "none"] | PriorPath = "i2i"  # a T2I prior for T2I would be the task itself
+    pair_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0  # Fig. 5: the first share of pairs
     stages: Annotated[list[T2IStage], Field(min_length=1)]
     micro_batch: PosInt = 64
     precision: Precision = "fp16"
@@ -611,6 +638,7 @@ class Profile(Section):
     t2i_data: T2IData
     captioner: Captioner
     vae: VAE
+    vae_train: VAETrain | None = None  # tiny only: stage train-vae
     vision_encoder: VisionEncoder
     text_encoder: TextEncoder
     model: Model

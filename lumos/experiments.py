@@ -117,6 +117,10 @@ GRIDS: dict[str, Grid] = {
                 [{"diffusion.cfg_scale": [1.0, 2.0, 4.5, 7.0]}], ("evaluate-i2i",)),
     "prior-t2i": Grid("Fig. 5", "T2I from the I2I prior vs. from scratch",
                       [{"t2i.prior": ["i2i", "none"]}], ("evaluate-t2i",)),
+    # The paper's claim (Table 2, Fig. 5) in miniature: the I2I prior on 10 % of the pairs against
+    # scratch on all of them; `dvc exp show` puts their alignment and FID side by side.
+    "paper-claim": Grid("Table 2, Fig. 5", "T2I: I2I prior on 10 % of the pairs vs scratch on 100 %",
+                        [{"t2i.prior": ["i2i", "none"], "t2i.pair_fraction": [0.1, 1.0]}], ("evaluate-t2i",)),
     # Tables 4-5's T2I prior is PixArt-alpha (model.pixart_alpha): every point of these grids
     # uses PixArt's architecture, so the I2I prior and scratch runs compare like with like.
     "prior-nvs": Grid("Table 4, Fig. 2d", "NVS from the I2I prior, PixArt-alpha (the T2I prior), or scratch",

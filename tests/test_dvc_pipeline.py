@@ -21,11 +21,35 @@ def _run(args: list[str], cwd: Path, env: dict) -> str:
     return proc.stdout + proc.stderr
 
 
+# The tiny profile trains long enough to learn visibly (issue 15: tests/test_learning.py and the
+# report measure that). This module checks the pipeline's wiring, so it runs the same stages and
+# code paths with the tiny profile's training schedules cut back (to the lengths they had before
+# issue 15; the VAE to 60 steps): a params perturbation of step counts only (dotted keys under
+# profiles.tiny; `[*]`: every item of a list).
+SHORT_SCHEDULES = {"vae_train.steps": 60, "train.steps": 40, "train.checkpoint_every": 20,
+                   "t2i.stages[*].steps": 10, "nvs.train.steps": 16, "nvs.train.checkpoint_every": 8,
+                   "i2v.train.steps": 10, "i2v.train.checkpoint_every": 5}
+
+
+def shorten_training(params_file: Path) -> None:
+    params = yaml.safe_load(params_file.read_text())
+    for dotted, value in SHORT_SCHEDULES.items():
+        *path, last = dotted.split(".")
+        nodes = [params["profiles"]["tiny"]]
+        for key in path:
+            nodes = [x for n in nodes for x in (n[key[:-3]] if key.endswith("[*]") else [n[key]])]
+        for node in nodes:
+            node[last] = value
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> tuple[Path, dict]:
     """A copy of the project whose stages report to one local Prefect server and start from the
-    warm stage server, as `bash run.sh` runs them (`lumos server start`, on a free port)."""
+    warm stage server, as `bash run.sh` runs them (`lumos server start`, on a free port), with
+    the training schedules shortened (``SHORT_SCHEDULES``)."""
     root, env = copy_project(tmp_path_factory.mktemp("clone"))
+    shorten_training(root / "params.yaml")
     env.update(LUMOS_PREFECT_PORT=str(free_port()), LUMOS_PREFECT_STATE=str(tmp_path_factory.mktemp("state")))
     for key in ("PREFECT_API_URL", "RAY_ADDRESS", "LUMOS_STAGE_SERVER"):
         env.pop(key, None)
@@ -46,7 +70,7 @@ def _post(url: str, body: dict) -> list[dict]:
         return json.loads(r.read())
 
 
-STAGES = ["mini-world", "curate-select", "curate-download", "curate-score", "curate-keep",
+STAGES = ["mini-world", "train-vae", "curate-select", "curate-download", "curate-score", "curate-keep",
           "curate-catalog", "features-i2i", "train-i2i", "sample-i2i", "t2i-subset", "caption",
           "features-t5", "prepare-webvid", "render-objaverse",
           "features-t2i", "train-t2i", "sample-t2i", "features-nvs", "train-nvs", "sample-nvs",
@@ -142,6 +166,7 @@ def test_metrics_plots_and_report(project):
         assert len(curve.read_text().splitlines()) >= 3, curve  # header + one row per saved checkpoint
     i2i = json.loads((root / "metrics/i2i.json").read_text())["imagenet"]  # held-out ImageNet-val stand-in
     assert i2i["samples"] == 12 and i2i["stand_in"] and "heldout/imagenet" in i2i["reference"]
+    assert set(i2i["colour_histogram"]) == {"to_input", "to_other", "ratio"}  # issue 15's learning measure
     i2v = json.loads((root / "metrics/i2v.json").read_text())
     for name in ("ucf101", "msrvtt"):  # held-out clips' first frames -> clips (Table 5)
         assert {"fvd", "kvd", "pic"} <= set(i2v[name]) and i2v[name]["samples"] == 2

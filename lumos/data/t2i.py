@@ -10,6 +10,7 @@ Shards whose images and settings are unchanged are skipped (resumable, like ever
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import defaultdict
 from collections.abc import Callable
@@ -217,6 +218,25 @@ class T2IDataset:
         return {k: v[b][local] for k, v in self.tensors.items()}
 
 
+def first_share(shards: list[Shard], fraction: float) -> list[Shard]:
+    """Only the first ``fraction`` of each bucket's pairs (shards in URL order, rows in file
+    order; at least one per bucket): Fig. 5's "I2I prior on 10 % of the pairs". A shard keeps its
+    first ``rows`` rows, so the stream reads a fixed subset whatever the epoch or seed."""
+    if fraction >= 1.0:
+        return list(shards)
+    totals: dict[tuple, int] = defaultdict(int)
+    for s in shards:
+        totals[s.group] += s.rows
+    left = {g: max(1, math.ceil(fraction * n)) for g, n in totals.items()}
+    kept = []
+    for s in shards:
+        rows = min(s.rows, left[s.group])
+        if rows:
+            kept.append(Shard(s.url, rows, s.group))
+            left[s.group] -= rows
+    return kept
+
+
 class T2IStream(StreamedShards):
     """The T2I training set streamed (lumos.data.stream): each latent shard (one bucket of one
     subset shard) joined by uid with its subset shard's T5 file; micro-batches stay inside one
@@ -224,17 +244,20 @@ class T2IStream(StreamedShards):
 
     TEXT = T2IDataset.TEXT
 
-    def __init__(self, latents: Path | str, t5: Path | str) -> None:
+    def __init__(self, latents: Path | str, t5: Path | str, pair_fraction: float = 1.0) -> None:
+        if not 0.0 < pair_fraction <= 1.0:
+            raise ValueError(f"pair_fraction must be in (0, 1], got {pair_fraction}")
         urls = list_shards(str(latents))
         if not urls:
             raise FileNotFoundError(f"no T2I latents in {latents}: run features-t2i first")
         self.t5_root = str(t5).rstrip("/")
-        self.shards, latent_shapes = [], {}
+        shards, latent_shapes = [], {}
         for url in urls:
             header = read_header(url)
             bucket = tuple(header_meta(header, "meta")["bucket"])
-            self.shards.append(Shard(url, len(header_meta(header, "keys")), bucket))
+            shards.append(Shard(url, len(header_meta(header, "keys")), bucket))
             latent_shapes.setdefault(bucket, header_shape(header, "latent_mean")[1:])
+        self.shards = first_share(shards, pair_fraction)
         self.buckets: list[tuple[int, int]] = sorted(latent_shapes)
         self.shapes = {"latent_mean": latent_shapes[self.buckets[0]]}  # (C, h, w) of the first bucket
         t5_file = self._t5_url(urls[0])

@@ -7,6 +7,8 @@ feature cache can store both and draw a fresh latent per epoch with :meth:`Laten
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from diffusers import AutoencoderKL
 
@@ -14,16 +16,19 @@ from lumos.config import VAE
 from lumos.encoders.frozen import Frozen, check_images, seeded
 
 
-def tiny_autoencoder() -> AutoencoderKL:
-    """A small random ``AutoencoderKL`` with SD's geometry: 4 latent channels, 8x downsampling."""
+def tiny_autoencoder(block_out_channels: tuple[int, ...] = (16, 32, 32, 32),
+                     latent_channels: int = 4) -> AutoencoderKL:
+    """A small random ``AutoencoderKL``; by default SD's geometry (4 latent channels, 8x
+    downsampling: ``len(block_out_channels) - 1`` halvings)."""
+    levels = len(block_out_channels)
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(16, 32, 32, 32),
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=tuple(block_out_channels),
         layers_per_block=1,
-        latent_channels=4,
+        latent_channels=latent_channels,
         norm_num_groups=16,
         sample_size=64,
     )
@@ -42,12 +47,17 @@ class LatentVAE(Frozen):
 
     @classmethod
     def from_config(cls, cfg: VAE) -> LatentVAE:
-        """Hub name or local directory in ``cfg.pretrained``; ``None``: the tiny random VAE."""
+        """Hub name or local directory in ``cfg.pretrained``; ``None``: the tiny random VAE.
+        ``cfg.scaling_factor`` ``None`` takes the VAE's own (train-vae measures and saves it)."""
         if cfg.pretrained is None:
             vae = seeded(tiny_autoencoder)
         else:
+            if _looks_local(cfg.pretrained) and not Path(cfg.pretrained, "config.json").is_file():
+                raise FileNotFoundError(
+                    f"no VAE at {cfg.pretrained!r} (no config.json): run `lumos train-vae` first")
             vae = AutoencoderKL.from_pretrained(cfg.pretrained)
-        return cls(vae, cfg.scaling_factor)
+        scale = cfg.scaling_factor if cfg.scaling_factor is not None else vae.config.scaling_factor
+        return cls(vae, scale)
 
     @property
     def latent_channels(self) -> int:
@@ -94,3 +104,9 @@ def _check_divisible(images: torch.Tensor, factor: int) -> None:
     h, w = images.shape[-2:]
     if h % factor or w % factor:
         raise ValueError(f"image size {h}x{w} is not a multiple of the VAE's factor {factor}")
+
+
+def _looks_local(name: str) -> bool:
+    """A path (``models/vae`` under an existing ``models/``, ``./x``, ``/abs``) rather than a
+    hub name (``owner/repo``)."""
+    return name.startswith((".", "/")) or Path(name).exists() or Path(name).parent.is_dir()

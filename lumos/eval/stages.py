@@ -1,7 +1,8 @@
 """The `evaluate-*` stages: each task's samples measured against references, one JSON per task
 under metrics/ (what `dvc metrics show` lists and `lumos report` lays out like the paper).
 
-    metrics/i2i.json   {"imagenet": ...}: FID/KID of I2I variations of held-out ImageNet val images
+    metrics/i2i.json   {"imagenet": ...}: FID/KID of I2I variations of held-out ImageNet val images,
+                       and their colour-histogram distance to their input vs. to other inputs
     metrics/t2i.json   {"coco30k": ...}: FID/KID of samples of held-out COCO captions vs. their
                        images, CLIP score, strict mini-world alignment (stand-in only);
                        {"coco30k_long": ...}: the same with the captioner's long captions (Table 2 †)
@@ -28,6 +29,7 @@ from PIL import Image
 from lumos.config import Profile
 from lumos.data.extract import square_crop
 from lumos.eval.alignment import TAGS, alignment_scores
+from lumos.eval.colour import variation_distances
 from lumos.eval.features import image_extractor, video_extractor
 from lumos.eval.references import benchmark, coco_prompts, imagenet_val
 from lumos.eval.image_metrics import ClipScorer, clip_score, fid_kid, lpips_model
@@ -93,6 +95,8 @@ def run_evaluate_i2i(profile: Profile, models: Path = Path("models/i2i"), out: P
     m = frechet_kernel_distances(generated, reference, profile.eval.kid_subsets, _kid_size(profile, len(paths)))
     entry = benchmark(proto.reference, len(paths), "Table 1: one variation per ImageNet val image, FID/KID",
                       fid=m["fid"], kid=m["kid"])
+    # issue 15: does a variation keep its input's colours? ratio ~1: the condition is ignored
+    entry["colour_histogram"] = variation_distances(reference, generated)
     return _write(out / "i2i.json", {"imagenet": entry, "checkpoint": str(ckpt)})
 
 

@@ -19,14 +19,16 @@ METRICS = {"fid": "FID", "kid": "KID", "clip_score": "CLIP score", "psnr": "PSNR
            "lpips": "LPIPS", "fvd": "FVD", "kvd": "KVD", "pic": "PIC", "count": "Counting",
            "colour": "Colour", "color": "Colour", "position": "Position", "shape": "Shape", "overall": "Overall",
            "samples": "Samples",
-           "loss": "Loss", "is": "IS"}
+           "loss": "Loss", "is": "IS", "to_input": "to its input", "to_other": "to other inputs",
+           "ratio": "Ratio"}
 GROUPS = {"ucf101": "UCF-101", "msrvtt": "MSR-VTT", "alignment": "Alignment (GenEval-style)",
           "mscoco": "MS-COCO", "coco": "MS-COCO", "imagenet": "ImageNet-1K val (Table 1)",
           "coco30k": "MS-COCO FID-30K (Table 2)",
-          "coco30k_long": "MS-COCO FID-30K, long captions † (Table 2)", "gso": "GSO (Table 4)", "webvid": "WebVid training clips"}
+          "coco30k_long": "MS-COCO FID-30K, long captions † (Table 2)", "gso": "GSO (Table 4)", "webvid": "WebVid training clips",
+          "colour_histogram": "Colour distance (EMD) of a variation (issue 15)"}
 PROVENANCE = {"protocol", "reference", "stand_in", "objects"}  # shown in the group header, not as columns
 STAND_IN = " [mini-world stand-in]"
-LOWER = {"fid", "kid", "lpips", "fvd", "kvd", "loss", "mse"}
+LOWER = {"fid", "kid", "lpips", "fvd", "kvd", "loss", "mse", "to_input", "ratio"}
 HIGHER = {"psnr", "ssim", "pic", "clip_score", "count", "colour", "color", "position", "shape", "overall",
           "accuracy", "is", "precision", "recall"}
 PRIORS = {"none": "w/o prior", "i2i": "w I2I prior", "t2i": "w T2I prior"}

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 
 import duckdb
+import torch
 
 from lumos.caption.mixing import CaptionMixer
 from lumos.caption.stages import T5_DIR
@@ -74,7 +75,7 @@ def run_train(profile: Profile, features: Path = FEATURES, t5: Path = T5_DIR, ou
     summaries = []
     probes = None  # held-out loss at checkpoints (eval.every), built when a stage trains
     for i, stage in enumerate(t.stages):
-        data = T2IStream(features / stage_key(stage.resolution, stage.multi_aspect), t5)
+        data = T2IStream(features / stage_key(stage.resolution, stage.multi_aspect), t5, t.pair_fraction)
         tokens, width = data.text_width
         latent = data.shapes["latent_mean"]  # (C, h, w) of the first bucket
         vae_f = data.buckets[0][0] // latent[-2]  # image side / latent side
@@ -88,7 +89,7 @@ def run_train(profile: Profile, features: Path = FEATURES, t5: Path = T5_DIR, ou
                        GaussianDiffusion(profile.diffusion.train_steps, profile.model.vlb_weight),
                        mixer=CaptionMixer(profile.t2i_data.long_caption_ratio))
         config = {"task": "t2i", "condition": "text", "model_class": "dit", "model_args": model_args,
-                  "stage": i, "stage_settings": stage.model_dump(), "buckets": [list(b) for b in data.buckets],
+                  "stage": i, "stage_settings": stage.model_dump(), "pair_fraction": t.pair_fraction, "buckets": [list(b) for b in data.buckets],
                   "encoders": {"vae": profile.vae.model_dump(), "text_encoder": profile.text_encoder.model_dump()},
                   "diffusion": profile.diffusion.model_dump(), "long_caption_ratio": profile.t2i_data.long_caption_ratio,
                   "schedule": {"steps": stage.steps},
@@ -149,3 +150,4 @@ def run_sample(profile: Profile, models: Path = MODELS, subset: Path = T2I_SUBSE
     manifest = {"checkpoint": str(ckpt), "prompts": prompts, "sizes": written}
     write_summary(out / "prompts.json", manifest)
     return manifest
+
