@@ -9,7 +9,8 @@ so a slightly off background is near, another background far (hard bins would fl
 mini-world's mid-grey 128). Images are (N,3,H,W) in [0, 1], all of one size.
 
     colour_distance(a, b)                -> (N,) in [0, 1]
-    variation_distances(inputs, samples) -> {"to_input", "to_other", "ratio"}
+    colour_quantiles(images, q)          -> (N,3,q): what the distance needs, kept per batch
+    variation_distances(inputs, samples) -> {"to_input", "to_other", "ratio"} (images or quantiles)
 """
 
 from __future__ import annotations
@@ -18,9 +19,19 @@ import torch
 
 
 def _sorted_channels(images: torch.Tensor) -> torch.Tensor:
+    if images.ndim == 3 and images.shape[1] == 3:  # already quantiles (colour_quantiles)
+        return images
     if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected (N,3,H,W) images, got {tuple(images.shape)}")
+        raise ValueError(f"expected (N,3,H,W) images or (N,3,q) quantiles, got {tuple(images.shape)}")
     return images.clamp(0, 1).flatten(2).sort(-1).values  # (N,3,H*W): each channel's quantiles
+
+
+def colour_quantiles(images: torch.Tensor, q: int = 256) -> torch.Tensor:
+    """(N,3,q) evenly spaced quantiles of each channel: the W1 distance of two images is the mean
+    |difference| of these, so a batched evaluation keeps q values per channel, not the images."""
+    ranked = _sorted_channels(images.float())
+    idx = torch.linspace(0, ranked.shape[-1] - 1, q).round().long()
+    return ranked[..., idx]
 
 
 def colour_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

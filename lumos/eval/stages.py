@@ -89,14 +89,15 @@ def run_evaluate_i2i(profile: Profile, models: Path = Path("models/i2i"), out: P
     model, _ = load_model(ckpt)
     proto = _protocol(profile, "imagenet")
     paths = imagenet_val(proto.reference, proto.samples)
+    colours: dict = {}
     generated, reference = i2i_variation_features(  # bounded batches (lumos/eval/batched.py)
         model, build_vae(profile.vae), build_vision_encoder(profile.vision_encoder), _images(profile), paths,
-        profile.train.resolution, profile.diffusion, profile.sample.seed, profile.eval.batch_size)
+        profile.train.resolution, profile.diffusion, profile.sample.seed, profile.eval.batch_size, colours)
     m = frechet_kernel_distances(generated, reference, profile.eval.kid_subsets, _kid_size(profile, len(paths)))
     entry = benchmark(proto.reference, len(paths), "Table 1: one variation per ImageNet val image, FID/KID",
                       fid=m["fid"], kid=m["kid"])
     # issue 15: does a variation keep its input's colours? ratio ~1: the condition is ignored
-    entry["colour_histogram"] = variation_distances(reference, generated)
+    entry["colour_histogram"] = variation_distances(colours["reference"], colours["generated"])
     return _write(out / "i2i.json", {"imagenet": entry, "checkpoint": str(ckpt)})
 
 
