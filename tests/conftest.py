@@ -28,6 +28,20 @@ def params():
     return load_params(ROOT / "params.yaml")
 
 
+def without_run_outputs(profile):
+    """The profile for a test that has no pipeline outputs: a random tiny VAE instead of
+    train-vae's (models/vae), and no held-out probe during training (eval.every)."""
+    return profile.model_copy(update={"vae": profile.vae.model_copy(update={"pretrained": None}),
+                                      "eval": profile.eval.model_copy(update={"every": None})})
+
+
+def without_run_outputs_raw(raw: dict, profile: str = "tiny") -> dict:
+    """The same for a params dict written to a test's own params.yaml."""
+    raw["profiles"][profile]["vae"]["pretrained"] = None
+    raw["profiles"][profile]["eval"]["every"] = None
+    return raw
+
+
 @pytest.fixture(scope="session")
 def mini_world(params, tmp_path_factory):
     """The default tiny mini-world, built once, with URLs on a free loopback port."""

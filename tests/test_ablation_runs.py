@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from lumos.config import load_params
+from conftest import without_run_outputs
 from lumos.data.features import write_feature_shard
 from lumos.models import ConditionedDiT
 from lumos.sample.i2i import load_model
@@ -26,7 +27,7 @@ WNIDS = ["n01440764", "n02102040"]
 
 @pytest.fixture(scope="module")
 def tiny():
-    return load_params("params.yaml").profiles["tiny"]
+    return without_run_outputs(load_params("params.yaml").profiles["tiny"])
 
 
 @pytest.fixture(scope="module")
@@ -161,14 +162,15 @@ def test_fig11_clip_text_encoder_and_fig2a_caption_noise_in_the_text_cache(tiny,
                                   4, "fp32", {"name": "clip"})
     noisy = extract_text_features(root / "subset.parquet", root / "captions.parquet", tmp_path / "noisy", enc,
                                   4, "fp32", {"name": "clip"}, caption_noise=0.5, noise_seed=0)
-    assert clean["wrong_captions"] == 0 and noisy["wrong_captions"] == 3
+    # drawn within each T5 shard (bounded memory on the Ray workers): 2 shards of 3, round(1.5) = 2 each
+    assert clean["wrong_captions"] == 0 and noisy["wrong_captions"] == 4
     files = {d: {**load_file(tmp_path / d / "a.safetensors"), **{f"b_{k}": v for k, v in load_file(
         tmp_path / d / "b.safetensors").items()}} for d in ("clean", "noisy")}
     rows = {d: torch.cat([files[d]["raw_emb"], files[d]["b_raw_emb"]]) for d in files}
     longs = {d: torch.cat([files[d]["long_emb"], files[d]["b_long_emb"]]) for d in files}
     same = [[torch.equal(rows["noisy"][i], rows["clean"][j]) for j in range(6)] for i in range(6)]
     own = [same[i][i] for i in range(6)]
-    assert sum(own) == 3 and all(sum(r) == 1 for r in same)  # 3 keep theirs, 3 carry another's
+    assert sum(own) == 2 and all(sum(r) == 1 for r in same)  # 2 keep theirs, 4 carry another's
     j = next(j for j in range(6) if same[own.index(False)][j])
     torch.testing.assert_close(longs["noisy"][own.index(False)], longs["clean"][j])  # the pair moves whole
 

@@ -18,7 +18,7 @@ from lumos.models import CONDITION_PARAMETERS, BACKBONES, ConditionedDiT, NVSDiT
 from lumos.sample.i2v import image_to_video_latents
 from lumos.tasks.priors import init_from
 
-from conftest import perturbed
+from conftest import perturbed, without_run_outputs
 
 ARGS = {"variant": "tiny", "latent_channels": 4, "latent_size": 8, "condition_dim": 24, "condition_tokens": 1,
         "learn_sigma": True}
@@ -206,7 +206,7 @@ def test_tiny_profile_model_trains_reloads_and_samples(tmp_path):
     from lumos.tasks.i2i import I2ITask
     from lumos.train.loop import RunSpec, train
 
-    profile = load_params(DEFAULT_PARAMS).active
+    profile = without_run_outputs(load_params(DEFAULT_PARAMS).active)
     assert profile.model.backbone == "lumos" and profile.model.learn_sigma
     model_cfg, backbone = profile.model, "lumos"
     g = torch.Generator().manual_seed(0)

@@ -16,7 +16,7 @@ from lumos.demo.heldout import build_heldout
 from lumos.encoders import build_vae, build_vision_encoder
 from lumos.models import NVSDiT, VideoDiT
 
-from conftest import perturbed
+from conftest import perturbed, without_run_outputs
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def _args(profile, side: int, **extra) -> dict:
 
 
 def _profile(params, heldout_root, tmp_path, training_uids=("objaverse-000",)):
-    p = params.active
+    p = without_run_outputs(params.active)
     objects = tmp_path / "objects.json"
     objects.write_text(json.dumps({uid: f"{uid}.glb" for uid in training_uids}))
     ev = p.eval.model_copy(update={
@@ -155,7 +155,7 @@ def test_t2i_probe_scores_heldout_coco_pairs_at_each_stage_resolution(params, he
     from lumos.models import ConditionedDiT
 
     root, manifest = heldout
-    p = params.active
+    p = without_run_outputs(params.active)
     coco = p.eval.images["coco30k"].model_copy(update={"reference": str(root / "coco/val2014"),
                                                        "prompts": str(root / "coco/annotations/captions_val2014.json")})
     probes = T2IProbes(p.model_copy(update={"eval": p.eval.model_copy(update={"images": {"coco30k": coco}})}))

@@ -13,7 +13,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from conftest import ROOT
+from conftest import ROOT, without_run_outputs_raw
 from lumos.config import Launch, VAE, VisionEncoder, parse_params
 from lumos.train.launch import (LaunchError, deepspeed_command, env_file_text, line_logger,
                                 run_streaming, run_training_stage)
@@ -152,7 +152,7 @@ def project(tmp_path_factory):
                                                  resolution=64))
     tensors = encode_images(images, 64, build_vae(VAE(pretrained=None)), encoder, batch_size=2, device="cpu")
     write_feature_shard(root / "datasets/features/i2i/a.safetensors", [f"k{i}" for i in range(4)], tensors, {})
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = without_run_outputs_raw(yaml.safe_load((ROOT / "params.yaml").read_text()))
     raw["profiles"]["tiny"]["train"].update(steps=STEPS, checkpoint_every=2, log_every=2, global_batch=4,
                                             micro_batch=2)
     assert raw["profiles"]["tiny"]["launch"]["mode"] == "deepspeed"

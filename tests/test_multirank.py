@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import without_run_outputs_raw
 from lumos.config import Launch
 from lumos.data.features import write_feature_shard
 from lumos.train.ema import EMA
@@ -21,7 +22,7 @@ SHARDS, ROWS = 4, 4  # 16 samples: 2 ranks x 2 steps x 2 micro-batches x 2 = one
 
 
 def _params(root: Path, steps: int) -> Path:
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = without_run_outputs_raw(yaml.safe_load((ROOT / "params.yaml").read_text()))
     raw["profiles"]["tiny"]["train"].update(steps=steps, checkpoint_every=2, log_every=1, global_batch=8,
                                             micro_batch=2, keep_last=2, loader_workers=1,
                                             gradient_checkpointing=False)
