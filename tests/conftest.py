@@ -97,6 +97,8 @@ def copy_project(dst: Path) -> tuple[Path, dict]:
         (dst / "dvc.lock").write_text(committed.stdout)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                PYTHONPATH=str(dst), LUMOS_NO_INSTALL="1")
+    for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        env.pop(key, None)  # left by an in-process training test in this worker (its port is still held)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
         subprocess.run(cmd, cwd=dst, env=env, check=True, capture_output=True)
