@@ -27,13 +27,15 @@ from lumos.video.webvid import VideoRow
 T2I_SUB_BATCH = 8  # prompts generated at once, each sub-batch from seed + its offset (as before units)
 
 
-def _dit(ckpt: str):
+def _dit(ckpt: dict):
+    """``ckpt``: :func:`lumos.runtime.units.checkpoint_id`, so a retrained checkpoint at the same
+    path is a new worker (its models rebuilt), in a Ray host or in this process."""
     from lumos.sample.i2i import load_model
 
-    return load_model(ckpt)[0]
+    return load_model(ckpt["path"])[0]
 
 
-def _image_models(ckpt: str, vae: VAE, vision: VisionEncoder) -> dict:
+def _image_models(ckpt: dict, vae: VAE, vision: VisionEncoder) -> dict:
     from lumos.encoders import build_vae, build_vision_encoder
 
     return {"model": _dit(ckpt), "vae": build_vae(vae), "encoder": build_vision_encoder(vision)}
@@ -52,7 +54,7 @@ def _lpips(e: Eval) -> torch.nn.Module:
 
 
 # --------------------------------------------------------------------------- evaluate-i2i
-def build_i2i(ckpt: str, vae: VAE, vision: VisionEncoder, e: Eval) -> dict:
+def build_i2i(ckpt: dict, vae: VAE, vision: VisionEncoder, e: Eval) -> dict:
     return _image_models(ckpt, vae, vision) | {"extractor": _feature_extractor(e)}
 
 
@@ -79,7 +81,7 @@ class I2IEvalWorker(UnitWorker):
 
 
 # --------------------------------------------------------------------------- evaluate-t2i
-def build_t2i(ckpt: str, vae: VAE, text: TextEncoder, e: Eval, device: str = "cpu") -> dict:
+def build_t2i(ckpt: dict, vae: VAE, text: TextEncoder, e: Eval, device: str = "cpu") -> dict:
     from lumos.encoders import build_vae
     from lumos.encoders.text import build_text_encoder
     from lumos.eval.image_metrics import ClipScorer
@@ -163,7 +165,7 @@ def merge_t2i(results: list[Result]) -> dict:
 
 
 # --------------------------------------------------------------------------- evaluate-nvs
-def build_nvs(ckpt: str, vae: VAE, vision: VisionEncoder, e: Eval) -> dict:
+def build_nvs(ckpt: dict, vae: VAE, vision: VisionEncoder, e: Eval) -> dict:
     return _image_models(ckpt, vae, vision) | {"lpips": _lpips(e)}
 
 
@@ -189,7 +191,7 @@ class NVSEvalWorker(UnitWorker):
 
 
 # --------------------------------------------------------------------------- evaluate-i2v
-def build_i2v(ckpt: str, vae: VAE, vision: VisionEncoder, e: Eval) -> dict:
+def build_i2v(ckpt: dict, vae: VAE, vision: VisionEncoder, e: Eval) -> dict:
     return _image_models(ckpt, vae, vision) | {"lpips": _lpips(e), "eval": e}
 
 

@@ -79,10 +79,13 @@ def _units(out: Path, task: str) -> Path:
     return (out / ".units" / task).resolve()
 
 
-def _fingerprint(profile: Profile, ckpt: Path, *sections: str) -> list:
+def _fingerprint(profile: Profile, ckpt: Path, *sections: str) -> tuple[dict, list]:
+    """The checkpoint's identity, and what a unit's result depends on besides its own inputs."""
     from lumos.runtime.units import checkpoint_id
 
-    return [checkpoint_id(ckpt), profile.diffusion.model_dump(), profile.eval.model_dump()] + [
+    cid = checkpoint_id(ckpt)
+    vae = checkpoint_id(profile.vae.pretrained) if profile.vae.pretrained else None  # train-vae's output
+    return cid, [cid, vae, profile.diffusion.model_dump(), profile.eval.model_dump()] + [
         getattr(profile, s).model_dump() for s in sections]
 
 
@@ -95,11 +98,11 @@ def _generate_i2i(profile: Profile, ckpt: Path, paths: list, out: Path, colours:
     from lumos.runtime.units import clear_results, run_units, stamp
 
     e, folder = profile.eval, _units(out, "i2i")
-    fp = _fingerprint(profile, ckpt, "vae", "vision_encoder", "train")
+    cid, fp = _fingerprint(profile, ckpt, "vae", "vision_encoder", "train")
     units = [ImageBatch(b, seed, tuple(str(Path(p).resolve()) for p in batch), stamp(fp, seed, [str(p) for p in batch]),
                         str(folder / f"{b:06d}.safetensors"))
              for b, batch, seed in i2i_batches(paths, e.batch_size, profile.sample.seed)]
-    build = partial(build_i2i, str(ckpt.resolve()), profile.vae, profile.vision_encoder, e)
+    build = partial(build_i2i, cid, profile.vae, profile.vision_encoder, e)
     precisions = {"vae": profile.features.precision, "encoder": profile.features.precision}
     results = run_units(I2IEvalWorker, (build, profile.train.resolution, profile.diffusion, e.batch_size,
                                         profile.device, precisions), units, profile.ray, profile.device)
@@ -138,7 +141,7 @@ def _generate_t2i(profile: Profile, ckpt: Path, prompts: list[str], side: int, o
     from lumos.runtime.units import clear_results, run_units, stamp
 
     e, folder, seed = profile.eval, _units(out, f"t2i-{name}"), profile.sample.seed
-    fp = _fingerprint(profile, ckpt, "vae", "text_encoder")
+    cid, fp = _fingerprint(profile, ckpt, "vae", "text_encoder")
     units = []
     for b, start in enumerate(range(0, len(prompts), e.batch_size)):
         end = start + e.batch_size
@@ -146,7 +149,7 @@ def _generate_t2i(profile: Profile, ckpt: Path, prompts: list[str], side: int, o
         sc = tuple(scenes[start:end]) if scenes is not None else None
         units.append(PromptBatch(b, seed, start, tuple(prompts[start:end]), stamp(fp, seed, start, prompts[start:end], refs, sc),
                                  refs, sc, str(folder / f"{b:06d}.safetensors")))
-    build = partial(build_t2i, str(ckpt.resolve()), profile.vae, profile.text_encoder, e, profile.device)
+    build = partial(build_t2i, cid, profile.vae, profile.text_encoder, e, profile.device)
     precisions = {"vae": profile.features.precision, "text": profile.text_encoder.precision}
     a = e.alignment
     worker = (build, side, profile.diffusion, {"tolerance": a.tolerance, "min_fraction": a.min_fraction,
@@ -219,10 +222,10 @@ def _generate_nvs(profile: Profile, ckpt: Path, rendered: dict[str, Path], out: 
     from lumos.runtime.units import clear_results, run_units, stamp
 
     folder, seed = _units(out, "nvs"), profile.sample.seed
-    fp = _fingerprint(profile, ckpt, "vae", "vision_encoder", "nvs")
+    cid, fp = _fingerprint(profile, ckpt, "vae", "vision_encoder", "nvs")
     units = [ObjectUnit(i, seed, str(Path(d).resolve()), stamp(fp, seed, name, str(Path(d).resolve())),
                         str(folder / f"{i:06d}.safetensors")) for i, (name, d) in enumerate(rendered.items())]
-    build = partial(build_nvs, str(ckpt.resolve()), profile.vae, profile.vision_encoder, profile.eval)
+    build = partial(build_nvs, cid, profile.vae, profile.vision_encoder, profile.eval)
     precisions = {"vae": profile.features.precision, "encoder": profile.features.precision}
     rows = merge_object_scores(run_units(NVSEvalWorker, (build, profile.diffusion, profile.device, precisions),
                                          units, profile.ray, profile.device))
@@ -264,8 +267,8 @@ def _generate_i2v(profile: Profile, ckpt: Path, name: str, rows: list, proto, ou
     from lumos.runtime.units import clear_results, run_units, stamp
 
     e, folder = profile.eval, _units(out, f"i2v-{name}")
-    fp = _fingerprint(profile, ckpt, "vae", "vision_encoder", "i2v")
-    build = partial(build_i2v, str(ckpt.resolve()), profile.vae, profile.vision_encoder, e)
+    cid, fp = _fingerprint(profile, ckpt, "vae", "vision_encoder", "i2v")
+    build = partial(build_i2v, cid, profile.vae, profile.vision_encoder, e)
     precisions = {"vae": profile.features.precision, "encoder": profile.features.precision}
     worker = (build, profile.i2v.resolution, profile.diffusion, profile.device, precisions)
 

@@ -296,15 +296,12 @@ def model_gpus(cfg: RaySettings, device: str) -> float:
 
 
 def run_shards(worker_cls: type, init_args: tuple, jobs: Iterable[Any], cfg: RaySettings | None, *,
-               device: str = "cpu", on_done: Callable[[int, int, Any], None] | None = None,
-               in_process_max: int | None = None) -> list[Any]:
+               device: str = "cpu", on_done: Callable[[int, int, Any], None] | None = None) -> list[Any]:
     """The one dispatch of every per-shard stage: on Ray actors (:func:`map_shards`, a GPU each
     when ``device`` allows and the cluster has one) when ``cfg`` is given, else in this process;
-    also in this process when there are at most ``cfg.in_process_max_shards`` jobs
-    (``in_process_max`` when given: generation units use ``cfg.in_process_max_units``)."""
+    also in this process when there are at most ``cfg.in_process_max_shards`` jobs."""
     jobs = list(jobs)
-    limit = cfg.in_process_max_shards if cfg is not None and in_process_max is None else in_process_max
-    if cfg is None or len(jobs) <= limit:
+    if cfg is None or len(jobs) <= cfg.in_process_max_shards:
         return run_local(worker_cls, init_args, jobs, on_done)
     return map_shards(worker_cls, init_args, jobs, cfg, gpus_per_task=model_gpus(cfg, device),
                       on_done=on_done)

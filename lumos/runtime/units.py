@@ -1,5 +1,5 @@
-"""Generation units: the generation inside `sample-*` and `evaluate-*` through the per-shard
-dispatch (:func:`lumos.runtime.ray.run_shards`), one code path for a laptop, the tests and a cluster.
+"""Generation units: the generation inside `sample-*` and `evaluate-*` on the per-shard stages'
+Ray actors (:func:`lumos.runtime.ray.map_shards`), one code path for a laptop, the tests and a cluster.
 
 A unit is a bounded piece of a stage's generation (a batch of images or prompts, an object, a
 clip) that carries its own seed, fixed by the stage before dispatch, so its noise does not depend
@@ -31,7 +31,7 @@ from safetensors.torch import save
 from lumos.config import RaySettings
 from lumos.runtime import storage
 from lumos.runtime.device import place, resolve_device
-from lumos.runtime.ray import run_shards
+from lumos.runtime.ray import map_shards, model_gpus
 
 Result = dict[str, Any]  # tensors, and JSON-able values (floats, lists, strings)
 
@@ -42,11 +42,13 @@ def stamp(*parts: Any) -> str:
 
 
 def checkpoint_id(ckpt: Path | str) -> dict:
-    """Path, size and modification time of each file of a checkpoint: a retrained checkpoint at
-    the same path is a different one."""
+    """Path, size and modification time of each file of a checkpoint folder (a local file alone,
+    or nothing for a name that is not a local path): a retrained checkpoint at the same path is
+    a different one."""
     ckpt = Path(ckpt).resolve()
-    return {"path": str(ckpt), "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns]
-                                         for p in sorted(ckpt.iterdir()) if p.is_file()}}
+    files = sorted(p for p in ckpt.rglob("*") if p.is_file()) if ckpt.is_dir() else [ckpt] if ckpt.is_file() else []
+    return {"path": str(ckpt), "files": {str(p.relative_to(ckpt) if p != ckpt else p.name):
+                                         [p.stat().st_size, p.stat().st_mtime_ns] for p in files}}
 
 
 def write_result(target: str, result: Result, unit_stamp: str) -> None:
@@ -120,12 +122,39 @@ class OnDevice(torch.nn.Module):
         return out.cpu() if isinstance(out, torch.Tensor) else out
 
 
+_LOCAL: dict[str, Any] = {}  # the in-process worker of the last spec: a stage's passes share its models
+
+
+def _local_worker(worker_cls: type, init_args: tuple) -> UnitWorker:
+    import pickle
+
+    try:
+        token = hashlib.sha256(pickle.dumps((worker_cls, init_args))).hexdigest()
+    except (pickle.PicklingError, TypeError, AttributeError):
+        token = None
+    if token is None or _LOCAL.get("token") != token:
+        _LOCAL.clear()  # the previous stage's models go first
+        _LOCAL.update(token=token, worker=worker_cls(*init_args))
+    return _LOCAL["worker"]
+
+
 def run_units(worker_cls: type, init_args: tuple, units: Sequence, ray: RaySettings | None, device: str = "cpu",
               on_done: Callable[[int, int, Any], None] | None = None) -> list[Result]:
-    """Every unit's result, in unit order, whichever worker ran it; in this process when there
-    are at most ``ray.in_process_max_units`` units (or no ``ray``)."""
-    limit = ray.in_process_max_units if ray is not None else None
-    done = run_shards(worker_cls, init_args, units, ray, device=device, on_done=on_done, in_process_max=limit)
+    """Every unit's result, in unit order, whichever worker ran it: on the per-shard stages'
+    Ray actors (:func:`lumos.runtime.ray.map_shards`, a GPU each when ``device`` allows and the
+    cluster has one), or in this process when there are at most ``ray.in_process_max_units``
+    units (or no ``ray``), with one worker kept for the stage's next call."""
+    units = list(units)
+    if not units:
+        return []
+    if ray is None or len(units) <= ray.in_process_max_units:
+        worker, done = _local_worker(worker_cls, init_args), []
+        for n, unit in enumerate(units, 1):
+            done.append(worker.run(unit))
+            if on_done:
+                on_done(n, len(units), done[-1])
+    else:
+        done = map_shards(worker_cls, init_args, units, ray, gpus_per_task=model_gpus(ray, device), on_done=on_done)
     by_index = dict(done)
     return [by_index[u.index] for u in units]
 
