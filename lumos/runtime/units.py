@@ -160,7 +160,14 @@ def run_units(worker_cls: type, init_args: tuple, units: Sequence, ray: RaySetti
 
 
 def clear_results(folder: Path | str) -> None:
-    """Drop a stage's filed unit results once its outputs are written."""
+    """Drop a stage's filed unit results once its outputs are written (and their parent folder,
+    ``.units``, once empty)."""
     import shutil
 
+    folder = Path(folder)
     shutil.rmtree(folder, ignore_errors=True)
+    if folder.parent.name == ".units":
+        try:
+            folder.parent.rmdir()
+        except OSError:
+            pass  # another task's units are still there
