@@ -13,12 +13,11 @@ from pathlib import Path
 
 from lumos.config import VAE, Profile, VisionEncoder
 from lumos.curation.catalog import DEFAULT_CATALOG, query
-from lumos.data.extract import extract_features, load_images
+from lumos.data.extract import extract_features
 from lumos.data.stream import FeatureStream
 from lumos.diffusion import GaussianDiffusion
 from lumos.encoders import build_vae, build_vision_encoder
 from lumos.models import backbone_args
-from lumos.sample.i2i import interpolation, load_model, save_grid, variations
 from lumos.tasks.i2i import I2ITask
 from lumos.tasks.i2i_conditions import catalog_labels
 from lumos.tasks.runs import fit, write_summary

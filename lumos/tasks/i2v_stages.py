@@ -7,22 +7,15 @@
 
 from __future__ import annotations
 
-import io
 from functools import partial
 from pathlib import Path
-
-import numpy as np
 
 from lumos.config import Profile
 from lumos.data.features import FeatureShards
 from lumos.data.stream import FeatureStream
 from lumos.data.i2v import extract_i2v_features
 from lumos.diffusion import GaussianDiffusion
-from lumos.encoders import build_vae
 from lumos.models import backbone_args
-from lumos.io import atomic_write_bytes
-from lumos.sample.i2i import load_model
-from lumos.sample.i2v import image_to_video_latents, write_clip
 from lumos.tasks.i2i_stages import build_encoders
 from lumos.tasks.i2v import I2VTask
 from lumos.tasks.priors import prior_checkpoint

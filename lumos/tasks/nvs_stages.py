@@ -11,16 +11,11 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-import torch
-
 from lumos.config import Profile
-from lumos.data.nvs import NVSObjects, NVSStream, extract_nvs_features, load_views
+from lumos.data.nvs import NVSStream, extract_nvs_features
 from lumos.diffusion import GaussianDiffusion
-from lumos.encoders import build_vae
 from lumos.models import backbone_args
 from lumos.render.stages import RENDERS
-from lumos.sample.i2i import load_model, save_grid, save_png
-from lumos.sample.nvs import novel_views
 from lumos.tasks.i2i_stages import build_encoders
 from lumos.tasks.nvs import NVSTask
 from lumos.tasks.priors import prior_checkpoint

@@ -25,10 +25,7 @@ from lumos.data.buckets import bucket_table, nearest_bucket
 from lumos.data.t2i import T2IStream, extract_t2i_latents, stage_key
 from lumos.diffusion import GaussianDiffusion
 from lumos.encoders import build_vae
-from lumos.encoders.text import build_text_encoder
 from lumos.models import backbone_args
-from lumos.sample.i2i import load_model, save_grid, save_png
-from lumos.sample.t2i import text_to_image
 from lumos.tasks.priors import prior_checkpoint, t2i_final
 from lumos.tasks.runs import _rank, finished, fit, write_summary
 from lumos.tasks.t2i import T2ITask
