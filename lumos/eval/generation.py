@@ -10,7 +10,14 @@ unit order, so the metrics are those of one process.
     evaluate-i2v   one held-out clip, noise from seed + its rank among decodable clips
 
 Workers build the checkpoint's DiT, the VAE and encoders (``features.precision``), the text
-encoder (``text_encoder.precision``) and the metric models once, on ``device``.
+encoder (``text_encoder.precision``) and the metric models once, on ``device``. The stages call
+
+    generate_i2i(profile, ckpt, paths, out, colours)          -> (generated, reference) features
+    generate_t2i(profile, ckpt, prompts, side, out, name, references, scenes) -> merge_t2i's dict
+    generate_nvs(profile, ckpt, rendered, out)                -> per-elevation rows
+    generate_i2v(profile, ckpt, name, rows, protocol, out)    -> FVD/KVD/PIC
+
+which file unit results under ``out/.units/<task>`` while they run (a crashed run resumes).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from lumos.config import VAE, Diffusion, Eval, TextEncoder, VideoProtocol, VisionEncoder
+from lumos.config import VAE, Diffusion, Eval, Profile, TextEncoder, VideoProtocol, VisionEncoder
 from lumos.runtime.units import OnDevice, Result, UnitWorker
 from lumos.video.webvid import VideoRow
 
@@ -239,3 +246,111 @@ class I2VEvalWorker(UnitWorker):
 
         return score_clip(unit.row, unit.protocol, generate, self._extractor(m, unit.protocol.resolution), m["lpips"],
                           unit.seed)
+
+
+# --------------------------------------------------------------------------- the stages' calls
+def _units(out: Path, task: str) -> Path:
+    """Where a stage's generation units file their results (a rerun after a crash resumes);
+    removed once the metrics are written."""
+    return (out / ".units" / task).resolve()
+
+
+def _fingerprint(profile: Profile, ckpt: Path, *sections: str) -> tuple[dict, list]:
+    """The checkpoint's identity, and what a unit's result depends on besides its own inputs."""
+    from lumos.runtime.units import checkpoint_id
+
+    cid = checkpoint_id(ckpt)
+    vae = checkpoint_id(profile.vae.pretrained) if profile.vae.pretrained else None  # train-vae's output
+    return cid, [cid, vae, profile.diffusion.model_dump(), profile.eval.model_dump()] + [
+        getattr(profile, s).model_dump() for s in sections]
+
+
+def generate_i2i(profile: Profile, ckpt: Path, paths: list, out: Path, colours: dict):
+    """Table 1's batches as generation units: (generated, reference) features."""
+    from functools import partial
+
+    from lumos.eval.batched import i2i_batches, merge_i2i
+    from lumos.runtime.units import clear_results, run_units, stamp
+
+    e, folder = profile.eval, _units(out, "i2i")
+    cid, fp = _fingerprint(profile, ckpt, "vae", "vision_encoder", "train")
+    units = [ImageBatch(b, seed, tuple(str(Path(p).resolve()) for p in batch), stamp(fp, seed, [str(p) for p in batch]),
+                        str(folder / f"{b:06d}.safetensors"))
+             for b, batch, seed in i2i_batches(paths, e.batch_size, profile.sample.seed)]
+    build = partial(build_i2i, cid, profile.vae, profile.vision_encoder, e)
+    precisions = {"vae": profile.features.precision, "encoder": profile.features.precision}
+    results = run_units(I2IEvalWorker, (build, profile.train.resolution, profile.diffusion, e.batch_size,
+                                        profile.device, precisions), units, profile.ray, profile.device)
+    merged = merge_i2i(results, colours)
+    clear_results(folder)
+    return merged
+
+
+def generate_t2i(profile: Profile, ckpt: Path, prompts: list[str], side: int, out: Path, name: str,
+                 references: list[str] | None = None, scenes: list | None = None) -> dict:
+    """Samples of ``prompts`` as generation units of ``eval.batch_size`` prompts:
+    their features, CLIP score, and when given the references' features and strict alignment."""
+    from functools import partial
+
+    from lumos.runtime.units import clear_results, run_units, stamp
+
+    e, folder, seed = profile.eval, _units(out, f"t2i-{name}"), profile.sample.seed
+    cid, fp = _fingerprint(profile, ckpt, "vae", "text_encoder")
+    units = []
+    for b, start in enumerate(range(0, len(prompts), e.batch_size)):
+        end = start + e.batch_size
+        refs = tuple(str(Path(r).resolve()) for r in references[start:end]) if references is not None else None
+        sc = tuple(scenes[start:end]) if scenes is not None else None
+        units.append(PromptBatch(b, seed, start, tuple(prompts[start:end]), stamp(fp, seed, start, prompts[start:end], refs, sc),
+                                 refs, sc, str(folder / f"{b:06d}.safetensors")))
+    build = partial(build_t2i, cid, profile.vae, profile.text_encoder, e, profile.device)
+    precisions = {"vae": profile.features.precision, "text": profile.text_encoder.precision}
+    a = e.alignment
+    worker = (build, side, profile.diffusion, {"tolerance": a.tolerance, "min_fraction": a.min_fraction,
+                                               "cell_px": a.cell_px}, profile.device, precisions)
+    merged = merge_t2i(run_units(T2IEvalWorker, worker, units, profile.ray, profile.device))
+    clear_results(folder)
+    return merged
+
+
+def generate_nvs(profile: Profile, ckpt: Path, rendered: dict[str, Path], out: Path) -> dict:
+    """Table 4's objects as generation units: per-elevation rows."""
+    from functools import partial
+
+    from lumos.eval.nvs_heldout import merge_object_scores
+    from lumos.runtime.units import clear_results, run_units, stamp
+
+    folder, seed = _units(out, "nvs"), profile.sample.seed
+    cid, fp = _fingerprint(profile, ckpt, "vae", "vision_encoder", "nvs")
+    units = [ObjectUnit(i, seed, str(Path(d).resolve()), stamp(fp, seed, name, str(Path(d).resolve())),
+                        str(folder / f"{i:06d}.safetensors")) for i, (name, d) in enumerate(rendered.items())]
+    build = partial(build_nvs, cid, profile.vae, profile.vision_encoder, profile.eval)
+    precisions = {"vae": profile.features.precision, "encoder": profile.features.precision}
+    rows = merge_object_scores(run_units(NVSEvalWorker, (build, profile.diffusion, profile.device, precisions),
+                                         units, profile.ray, profile.device))
+    clear_results(folder)
+    return rows
+
+
+def generate_i2v(profile: Profile, ckpt: Path, name: str, rows: list, proto, out: Path) -> dict:
+    """Table 5's clips of one benchmark as generation units, in waves
+    until ``proto.samples`` decodable ones: FVD/KVD/PIC."""
+    from functools import partial
+
+    from lumos.eval.i2v_heldout import clip_metrics, collect_clips
+    from lumos.runtime.units import clear_results, run_units, stamp
+
+    e, folder = profile.eval, _units(out, f"i2v-{name}")
+    cid, fp = _fingerprint(profile, ckpt, "vae", "vision_encoder", "i2v")
+    build = partial(build_i2v, cid, profile.vae, profile.vision_encoder, e)
+    precisions = {"vae": profile.features.precision, "encoder": profile.features.precision}
+    worker = (build, profile.i2v.resolution, profile.diffusion, profile.device, precisions)
+
+    def score(batch):
+        units = [ClipUnit(i, seed, row, proto, key := stamp(fp, name, seed, row.videoid, row.url, proto.model_dump()),
+                          str(folder / f"{key}.safetensors")) for i, (row, seed) in enumerate(batch)]
+        return run_units(I2VEvalWorker, worker, units, profile.ray, profile.device)
+
+    got, skipped = collect_clips(rows, proto.samples, profile.sample.seed, score)
+    clear_results(folder)
+    return clip_metrics(got, skipped, e.kid_subsets, e.kid_subset_size)

@@ -73,46 +73,9 @@ def _load_rgb(path: Path) -> Image.Image:
         return im.convert("RGB")
 
 
-def _units(out: Path, task: str) -> Path:
-    """Where a stage's generation units file their results (a rerun after a crash resumes);
-    removed once the metrics are written."""
-    return (out / ".units" / task).resolve()
-
-
-def _fingerprint(profile: Profile, ckpt: Path, *sections: str) -> tuple[dict, list]:
-    """The checkpoint's identity, and what a unit's result depends on besides its own inputs."""
-    from lumos.runtime.units import checkpoint_id
-
-    cid = checkpoint_id(ckpt)
-    vae = checkpoint_id(profile.vae.pretrained) if profile.vae.pretrained else None  # train-vae's output
-    return cid, [cid, vae, profile.diffusion.model_dump(), profile.eval.model_dump()] + [
-        getattr(profile, s).model_dump() for s in sections]
-
-
-def _generate_i2i(profile: Profile, ckpt: Path, paths: list, out: Path, colours: dict):
-    """Table 1's batches as generation units (lumos/eval/generation.py): (generated, reference) features."""
-    from functools import partial
-
-    from lumos.eval.batched import i2i_batches, merge_i2i
-    from lumos.eval.generation import I2IEvalWorker, ImageBatch, build_i2i
-    from lumos.runtime.units import clear_results, run_units, stamp
-
-    e, folder = profile.eval, _units(out, "i2i")
-    cid, fp = _fingerprint(profile, ckpt, "vae", "vision_encoder", "train")
-    units = [ImageBatch(b, seed, tuple(str(Path(p).resolve()) for p in batch), stamp(fp, seed, [str(p) for p in batch]),
-                        str(folder / f"{b:06d}.safetensors"))
-             for b, batch, seed in i2i_batches(paths, e.batch_size, profile.sample.seed)]
-    build = partial(build_i2i, cid, profile.vae, profile.vision_encoder, e)
-    precisions = {"vae": profile.features.precision, "encoder": profile.features.precision}
-    results = run_units(I2IEvalWorker, (build, profile.train.resolution, profile.diffusion, e.batch_size,
-                                        profile.device, precisions), units, profile.ray, profile.device)
-    merged = merge_i2i(results, colours)
-    clear_results(folder)
-    return merged
-
-
 def run_evaluate_i2i(profile: Profile, models: Path = Path("models/i2i"), out: Path = METRICS) -> dict:
     """Table 1: one I2I variation per held-out ImageNet val image, FID/KID vs. those images."""
+    from lumos.eval.generation import generate_i2i
     from lumos.eval.image_metrics import frechet_kernel_distances
     from lumos.train.loop import latest_checkpoint
 
@@ -122,41 +85,13 @@ def run_evaluate_i2i(profile: Profile, models: Path = Path("models/i2i"), out: P
     proto = _protocol(profile, "imagenet")
     paths = imagenet_val(proto.reference, proto.samples)
     colours: dict = {}
-    generated, reference = _generate_i2i(profile, ckpt, paths, out, colours)  # generation units on Ray
+    generated, reference = generate_i2i(profile, ckpt, paths, out, colours)  # generation units on Ray
     m = frechet_kernel_distances(generated, reference, profile.eval.kid_subsets, _kid_size(profile, len(paths)))
     entry = benchmark(proto.reference, len(paths), "Table 1: one variation per ImageNet val image, FID/KID",
                       fid=m["fid"], kid=m["kid"])
     # issue 15: does a variation keep its input's colours? ratio ~1: the condition is ignored
     entry["colour_histogram"] = variation_distances(colours["reference"], colours["generated"])
     return _write(out / "i2i.json", {"imagenet": entry, "checkpoint": str(ckpt)})
-
-
-def _generate_t2i(profile: Profile, ckpt: Path, prompts: list[str], side: int, out: Path, name: str,
-                  references: list[str] | None = None, scenes: list | None = None) -> dict:
-    """Samples of ``prompts`` as generation units of ``eval.batch_size`` prompts (lumos/eval/generation.py):
-    their features, CLIP score, and when given the references' features and strict alignment."""
-    from functools import partial
-
-    from lumos.eval.generation import PromptBatch, T2IEvalWorker, build_t2i, merge_t2i
-    from lumos.runtime.units import clear_results, run_units, stamp
-
-    e, folder, seed = profile.eval, _units(out, f"t2i-{name}"), profile.sample.seed
-    cid, fp = _fingerprint(profile, ckpt, "vae", "text_encoder")
-    units = []
-    for b, start in enumerate(range(0, len(prompts), e.batch_size)):
-        end = start + e.batch_size
-        refs = tuple(str(Path(r).resolve()) for r in references[start:end]) if references is not None else None
-        sc = tuple(scenes[start:end]) if scenes is not None else None
-        units.append(PromptBatch(b, seed, start, tuple(prompts[start:end]), stamp(fp, seed, start, prompts[start:end], refs, sc),
-                                 refs, sc, str(folder / f"{b:06d}.safetensors")))
-    build = partial(build_t2i, cid, profile.vae, profile.text_encoder, e, profile.device)
-    precisions = {"vae": profile.features.precision, "text": profile.text_encoder.precision}
-    a = e.alignment
-    worker = (build, side, profile.diffusion, {"tolerance": a.tolerance, "min_fraction": a.min_fraction,
-                                               "cell_px": a.cell_px}, profile.device, precisions)
-    merged = merge_t2i(run_units(T2IEvalWorker, worker, units, profile.ray, profile.device))
-    clear_results(folder)
-    return merged
 
 
 def run_evaluate_t2i(profile: Profile, models: Path = Path("models/t2i"), out: Path = METRICS,
@@ -166,6 +101,7 @@ def run_evaluate_t2i(profile: Profile, models: Path = Path("models/t2i"), out: P
     the strict mini-world alignment when the captions come with scene parameters. Table 2 †:
     the same images' long captions by the captioner (lumos/eval/long_captions.py) as prompts."""
     from lumos.caption.stages import build_captioner
+    from lumos.eval.generation import generate_t2i
     from lumos.eval.image_metrics import frechet_kernel_distances
     from lumos.eval.long_captions import long_captions
     from lumos.tasks.priors import t2i_final
@@ -180,8 +116,8 @@ def run_evaluate_t2i(profile: Profile, models: Path = Path("models/t2i"), out: P
     side = profile.t2i.stages[-1].resolution
     kid = _kid_size(profile, len(prompts))
     scenes = [p["scene"] for p in prompts] if all(p["scene"] for p in prompts) else None  # Table 3 (stand-in)
-    raw = _generate_t2i(profile, ckpt, [p["prompt"] for p in prompts], side, out, "raw",  # units on Ray
-                        [p["path"] for p in prompts], scenes)
+    raw = generate_t2i(profile, ckpt, [p["prompt"] for p in prompts], side, out, "raw",  # units on Ray
+                       [p["path"] for p in prompts], scenes)
     m = frechet_kernel_distances(raw["generated"], raw["reference"], profile.eval.kid_subsets, kid)
     entry = benchmark(proto.reference, len(prompts), "Table 2: FID-30K protocol, first caption per COCO val image",
                       fid=m["fid"], kid=m["kid"], clip_score=raw["clip_score"])
@@ -189,7 +125,7 @@ def run_evaluate_t2i(profile: Profile, models: Path = Path("models/t2i"), out: P
         entry["alignment"] = raw["alignment"]
     captioner = build_captioner(profile)
     longs = long_captions(prompts, captioner, captions_cache / "coco30k.json")
-    long = _generate_t2i(profile, ckpt, longs, side, out, "long")
+    long = generate_t2i(profile, ckpt, longs, side, out, "long")
     m = frechet_kernel_distances(long["generated"], raw["reference"], profile.eval.kid_subsets, kid)
     long_entry = benchmark(proto.reference, len(prompts),
                            f"Table 2 (long captions): the same COCO val images captioned by {captioner.model_id} "
@@ -213,30 +149,11 @@ def _video_protocol(profile: Profile, name: str):
         raise KeyError(f"eval.videos has no {name!r} protocol (the held-out clips to read)") from None
 
 
-def _generate_nvs(profile: Profile, ckpt: Path, rendered: dict[str, Path], out: Path) -> dict:
-    """Table 4's objects as generation units (lumos/eval/generation.py): per-elevation rows."""
-    from functools import partial
-
-    from lumos.eval.generation import NVSEvalWorker, ObjectUnit, build_nvs
-    from lumos.eval.nvs_heldout import merge_object_scores
-    from lumos.runtime.units import clear_results, run_units, stamp
-
-    folder, seed = _units(out, "nvs"), profile.sample.seed
-    cid, fp = _fingerprint(profile, ckpt, "vae", "vision_encoder", "nvs")
-    units = [ObjectUnit(i, seed, str(Path(d).resolve()), stamp(fp, seed, name, str(Path(d).resolve())),
-                        str(folder / f"{i:06d}.safetensors")) for i, (name, d) in enumerate(rendered.items())]
-    build = partial(build_nvs, cid, profile.vae, profile.vision_encoder, profile.eval)
-    precisions = {"vae": profile.features.precision, "encoder": profile.features.precision}
-    rows = merge_object_scores(run_units(NVSEvalWorker, (build, profile.diffusion, profile.device, precisions),
-                                         units, profile.ray, profile.device))
-    clear_results(folder)
-    return rows
-
-
 def run_evaluate_nvs(profile: Profile, models: Path = Path("models/nvs"), renders: Path = HELDOUT_RENDERS,
                      out: Path = METRICS) -> dict:
     """Table 4: held-out GSO objects (never an Objaverse training object) rendered at the GSO
     cameras through render-objaverse's renderer, each predicted from its condition view."""
+    from lumos.eval.generation import generate_nvs
     from lumos.eval.nvs_heldout import check_not_training, gso_objects, render_heldout
     from lumos.render.stages import read_object_list, renderer_for
     from lumos.train.loop import latest_checkpoint
@@ -248,7 +165,7 @@ def run_evaluate_nvs(profile: Profile, models: Path = Path("models/nvs"), render
     objects = gso_objects(proto.reference, proto.samples)
     check_not_training(list(objects), list(read_object_list(profile.nvs.objects)))
     rendered = render_heldout(objects, renders / "gso", profile.nvs, renderer_for(profile.nvs))
-    rows = _generate_nvs(profile, ckpt, rendered, out)  # one generation unit per object, on Ray
+    rows = generate_nvs(profile, ckpt, rendered, out)  # one generation unit per object, on Ray
     n_az, elev = profile.nvs.eval_azimuths, profile.nvs.eval_elevations_deg
     entry = benchmark(proto.reference, len(objects),
                       f"Table 4: {n_az} azimuths x elevations {elev}, condition view azimuth 0 at {elev[0]:g} deg, "
@@ -257,34 +174,10 @@ def run_evaluate_nvs(profile: Profile, models: Path = Path("models/nvs"), render
     return _write(out / "nvs.json", {"gso": entry, "prior": _prior(models), "checkpoint": str(ckpt)})
 
 
-def _generate_i2v(profile: Profile, ckpt: Path, name: str, rows: list, proto, out: Path) -> dict:
-    """Table 5's clips of one benchmark as generation units (lumos/eval/generation.py), in waves
-    until ``proto.samples`` decodable ones: FVD/KVD/PIC."""
-    from functools import partial
-
-    from lumos.eval.generation import ClipUnit, I2VEvalWorker, build_i2v
-    from lumos.eval.i2v_heldout import clip_metrics, collect_clips
-    from lumos.runtime.units import clear_results, run_units, stamp
-
-    e, folder = profile.eval, _units(out, f"i2v-{name}")
-    cid, fp = _fingerprint(profile, ckpt, "vae", "vision_encoder", "i2v")
-    build = partial(build_i2v, cid, profile.vae, profile.vision_encoder, e)
-    precisions = {"vae": profile.features.precision, "encoder": profile.features.precision}
-    worker = (build, profile.i2v.resolution, profile.diffusion, profile.device, precisions)
-
-    def score(batch):
-        units = [ClipUnit(i, seed, row, proto, key := stamp(fp, name, seed, row.videoid, row.url, proto.model_dump()),
-                          str(folder / f"{key}.safetensors")) for i, (row, seed) in enumerate(batch)]
-        return run_units(I2VEvalWorker, worker, units, profile.ray, profile.device)
-
-    got, skipped = collect_clips(rows, proto.samples, profile.sample.seed, score)
-    clear_results(folder)
-    return clip_metrics(got, skipped, e.kid_subsets, e.kid_subset_size)
-
-
 def run_evaluate_i2v(profile: Profile, models: Path = Path("models/i2v"), out: Path = METRICS) -> dict:
     """Table 5: each held-out UCF-101 / MSR-VTT clip's first frame -> a clip; FVD/KVD vs. the
     held-out clips, PIC vs. the first frame. Clips are streamed (lumos/eval/i2v_heldout.py)."""
+    from lumos.eval.generation import generate_i2v
     from lumos.eval.i2v_heldout import heldout_rows
     from lumos.train.loop import latest_checkpoint
 
@@ -295,7 +188,7 @@ def run_evaluate_i2v(profile: Profile, models: Path = Path("models/i2v"), out: P
         raise ValueError("eval.videos names no held-out video benchmark (ucf101, msrvtt)")
     e, result = profile.eval, {"prior": _prior(models), "checkpoint": str(ckpt)}
     for name, proto in e.videos.items():  # one generation unit per clip, on Ray
-        m = _generate_i2v(profile, ckpt, name, heldout_rows(name, Path(proto.reference).resolve()), proto, out)
+        m = generate_i2v(profile, ckpt, name, heldout_rows(name, Path(proto.reference).resolve()), proto, out)
         result[name] = benchmark(proto.reference, len(m["keys"]),
                                  f"Table 5, zero-shot: first frame of each clip -> {proto.frames} frames at an "
                                  f"interval of {proto.frame_interval}, {proto.resolution} px; FVD/KVD vs. the clips, "
