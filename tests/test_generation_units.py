@@ -1,50 +1,13 @@
-"""The generation inside evaluate-* (and sample-*) as generation units (lumos/runtime/units.py):
-on a real local Ray (2 CPUs, 2 workers) the same metrics JSON as in one process, seeds fixed per
-unit whoever runs it, results merged in unit order, finished units skipped before any model."""
+"""The generation inside evaluate-* and sample-* as generation units (lumos/runtime/units.py):
+seeds fixed per unit whoever runs it, results merged in unit order, finished units skipped
+before any model is built. On a real local Ray: tests/test_ray_stages.py (evaluate-i2v)."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch
 
-from lumos.models import VideoDiT
 from lumos.runtime.units import UnitWorker, checkpoint_id, run_units, stamp
-
-from conftest import perturbed, without_run_outputs
-from test_eval_nvs_i2v import _args, _checkpoint
-
-
-def test_evaluate_i2v_on_two_ray_workers_matches_one_process(params, tmp_path, ray_cluster):
-    """Clips as units: a broken clip first, so the waves resend a clip with its seed shifted."""
-    from lumos.demo.heldout import _ucf101
-    from lumos.eval.stages import run_evaluate_i2v
-
-    ucf = tmp_path / "mini-world" / "ucf101"  # a stand-in path
-    _ucf101(ucf, 3, 0)
-    (sorted(ucf.iterdir())[0] / "v_Broken_g01_c00.avi").write_bytes(b"not a video")  # sorted first
-    p = without_run_outputs(params.active)
-    proto = p.eval.videos["ucf101"].model_copy(update={"reference": str(ucf), "samples": 2, "frames": 4})
-    profile = p.model_copy(update={"eval": p.eval.model_copy(update={"videos": {"ucf101": proto}, "kid_subsets": 2}),
-                                   "diffusion": p.diffusion.model_copy(update={"sample_steps": 2})})
-    args = _args(profile, profile.i2v.resolution, max_frames=profile.i2v.frames)
-    torch.manual_seed(0)
-    _checkpoint(tmp_path / "models/i2v", "video", perturbed(VideoDiT(**args)), args)
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a Ray worker of 1 CPU runs torch on 1 thread: the same float sums
-    try:
-        local = run_evaluate_i2v(profile.model_copy(update={"ray": None}), tmp_path / "models/i2v", tmp_path / "local")
-    finally:
-        torch.set_num_threads(threads)
-    on_ray = run_evaluate_i2v(profile.model_copy(update={"ray": ray_cluster}), tmp_path / "models/i2v",
-                              tmp_path / "ray")
-    assert ray_cluster.in_process_max_units == 0  # every clip went to a Ray worker
-    assert (tmp_path / "local/i2v.json").read_text() == (tmp_path / "ray/i2v.json").read_text()
-    entry = json.loads((tmp_path / "ray/i2v.json").read_text())["ucf101"]
-    assert entry["skipped"] == 1 and entry["samples"] == 2 and entry["fvd"] > 0 and 0 < entry["pic"] <= 1
-    assert not (tmp_path / "ray/.units").exists()  # filed unit results go once the metrics are written
 
 
 def test_clip_waves_give_each_decodable_clip_its_rank_as_seed():
