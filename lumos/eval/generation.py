@@ -304,7 +304,7 @@ def generate_t2i(profile: Profile, ckpt: Path, prompts: list[str], side: int, ou
         units.append(PromptBatch(b, seed, start, tuple(prompts[start:end]), stamp(fp, seed, start, prompts[start:end], refs, sc),
                                  refs, sc, str(folder / f"{b:06d}.safetensors")))
     build = partial(build_t2i, cid, profile.vae, profile.text_encoder, e, profile.device)
-    precisions = {"vae": profile.features.precision, "text": profile.text_encoder.precision}
+    precisions = {"vae": profile.features.precision, "text": None}  # text_encoder.precision: applied when built
     a = e.alignment
     worker = (build, side, profile.diffusion, {"tolerance": a.tolerance, "min_fraction": a.min_fraction,
                                                "cell_px": a.cell_px}, profile.device, precisions)

@@ -77,8 +77,9 @@ class UnitWorker:
     """One stage's generation worker, as a Ray actor (a ``ShardHost``) or in the stage's process.
 
     ``build()`` returns the stage's models by name; modules are placed on ``device``, each in
-    its precision param (``precisions[name]``: the frozen encoders' ``features.precision``, the
-    text encoder's own), the rest (the DiT, metric extractors) in fp32. Subclasses implement
+    its precision param (``precisions[name]``: the frozen encoders' ``features.precision``; None:
+    as built, the text encoder applies ``text_encoder.precision`` itself), the rest (the DiT,
+    metric extractors) in fp32. Subclasses implement
     :meth:`generate`. Units carry ``index``, ``stamp`` and ``target`` (None: not filed)."""
 
     def __init__(self, build: Callable[[], dict], device: str = "cpu", precisions: dict | None = None) -> None:
@@ -88,9 +89,15 @@ class UnitWorker:
     def _models(self) -> dict:
         if self.models is None:
             built = self.build()
-            self.models = {k: place(m, self.device, self.precisions.get(k, "fp32"))
-                           if isinstance(m, torch.nn.Module) else m for k, m in built.items()}
+            self.models = {k: self._place(m, self.precisions.get(k, "fp32")) for k, m in built.items()}
         return self.models
+
+    def _place(self, m: Any, precision: str | None) -> Any:
+        if not isinstance(m, torch.nn.Module):
+            return m  # e.g. a CLIP scorer: stays where it was built
+        if precision is None:  # built for the device in its own precision (the text encoder)
+            return m.to(self.device).eval()
+        return place(m, self.device, precision)
 
     def run(self, unit) -> tuple[int, Result]:
         target = getattr(unit, "target", None)

@@ -144,7 +144,8 @@ def run_sample(profile: Profile, models: Path = MODELS, subset: Path = T2I_SUBSE
     units = [(f"{h}x{w}", s.seed, (h, w, prompts), [h, w, prompts]) for _, h, w in sizes]
     sample_units(T2ISampleWorker, partial(build_t2i, settings["checkpoint"], profile.vae, profile.text_encoder,
                                           profile.device),
-                 out, settings, units, profile, {"vae": profile.features.precision, "text": profile.text_encoder.precision})
+                 out, settings, units, profile,
+                 {"vae": profile.features.precision, "text": None})  # text_encoder.precision: applied when built
     written = [{"aspect_ratio": ratio, "height": h, "width": w, "grid": str(out / f"grid-{h}x{w}.png")}
                for ratio, h, w in sizes]
     manifest = {"checkpoint": str(ckpt), "prompts": prompts, "sizes": written}
