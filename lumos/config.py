@@ -605,6 +605,9 @@ class RaySettings(Section):
     # a stage of at most this many shards (caption, t5, t2i/nvs/i2v features, webvid, render) runs
     # them in its own process: Ray actors cost ~30 s of start-up a stage on 2 busy cores; 0: always Ray
     in_process_max_shards: NonNegInt = 0
+    # sample-*/evaluate-* of at most this many generation units (lumos/runtime/units.py) generate
+    # in their own process; 0: always Ray
+    in_process_max_units: NonNegInt = 0
 
     @field_validator("address")
     @classmethod

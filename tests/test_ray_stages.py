@@ -195,3 +195,40 @@ def test_storage_glob_and_atomic_write_on_local_paths(tmp_path):
     assert not [p for p in (tmp_path / "a").iterdir() if p.name.startswith(".")]  # no temporaries
     assert storage.split_member("d/000.jpg") == ("d/000", "jpg")
     assert storage.split_member("000.JSON") == ("000", "json")
+
+
+def test_evaluate_i2v_on_two_ray_workers_matches_one_process(params, tmp_path, ray_cluster):
+    """evaluate-i2v's clips as generation units (lumos/eval/generation.py) on 2 Ray workers: the
+    same metrics JSON as in one process (1 torch thread, as a 1-CPU worker); a broken clip first,
+    so a wave is sent again with the seeds shifted. After the score/features tests, the hosts are warm."""
+    from lumos.demo.heldout import _ucf101
+    from lumos.eval.stages import run_evaluate_i2v
+    from lumos.models import VideoDiT
+
+    from conftest import perturbed, without_run_outputs
+    from test_eval_nvs_i2v import _args, _checkpoint
+
+    ucf = tmp_path / "mini-world" / "ucf101"  # a stand-in path
+    _ucf101(ucf, 3, 0)
+    (sorted(ucf.iterdir())[0] / "v_Broken_g01_c00.avi").write_bytes(b"not a video")  # sorted first
+    p = without_run_outputs(params.active)
+    proto = p.eval.videos["ucf101"].model_copy(update={"reference": str(ucf), "samples": 2, "frames": 4})
+    profile = p.model_copy(update={"eval": p.eval.model_copy(update={"videos": {"ucf101": proto}, "kid_subsets": 2}),
+                                   "diffusion": p.diffusion.model_copy(update={"sample_steps": 2})})
+    args = _args(profile, profile.i2v.resolution, max_frames=profile.i2v.frames)
+    torch.manual_seed(0)
+    _checkpoint(tmp_path / "models/i2v", "video", perturbed(VideoDiT(**args)), args)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a Ray worker of 1 CPU runs torch on 1 thread: the same float sums
+    try:
+        local = run_evaluate_i2v(profile.model_copy(update={"ray": None}), tmp_path / "models/i2v", tmp_path / "local")
+    finally:
+        torch.set_num_threads(threads)
+    on_ray = run_evaluate_i2v(profile.model_copy(update={"ray": ray_cluster}), tmp_path / "models/i2v",
+                              tmp_path / "ray")
+    assert ray_cluster.in_process_max_units == 0 and local == on_ray  # every clip went to a Ray worker
+    assert (tmp_path / "local/i2v.json").read_text() == (tmp_path / "ray/i2v.json").read_text()
+    entry = json.loads((tmp_path / "ray/i2v.json").read_text())["ucf101"]
+    assert entry["skipped"] == 1 and entry["samples"] == 2 and entry["fvd"] > 0 and 0 < entry["pic"] <= 1
+    assert not (tmp_path / "ray/.units").exists()  # filed unit results go once the metrics are written

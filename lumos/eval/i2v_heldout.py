@@ -49,31 +49,65 @@ def _path(row: VideoRow) -> str:
     return unquote(urlsplit(row.url).path)
 
 
+def score_clip(row: VideoRow, protocol: VideoProtocol, generate: Generate, extractor: nn.Module,
+               lpips_net: nn.Module, seed: int) -> dict:
+    """One held-out clip (a generation unit): its generated and real feature rows and PIC, or
+    ``{"skipped": reason}`` when it cannot be decoded (too short, broken)."""
+    try:
+        frames = sample_frames(_path(row), protocol.frames, protocol.frame_interval, protocol.resolution)
+    except VideoError as err:
+        return {"skipped": f"{row.videoid}: {err}"}
+    real = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0  # (F,3,R,R)
+    gen = generate(real[0], protocol.frames, seed).float().cpu().clamp(0, 1)
+    if gen.shape[-1] != protocol.resolution:
+        gen = F.interpolate(gen, size=protocol.resolution, mode="bilinear", antialias=True).clamp(0, 1)
+    feats = extract_features(torch.stack([gen, real]), extractor, 2)
+    return {"generated": feats[:1], "reference": feats[1:], "pic": pic(gen[None], real[:1], lpips_net)["pic"],
+            "key": row.videoid}
+
+
+# [(row, seed), ...] -> their score_clip results, in order (a list, or lazily), in this process or as units
+ScoreClips = Callable[[list[tuple[VideoRow, int]]], list[dict]]
+
+
+def collect_clips(rows: Sequence[VideoRow], n: int, seed: int, score: ScoreClips) -> tuple[list[dict], list[str]]:
+    """The first ``n`` decodable clips' results and the skipped clips' reasons. The k-th decodable
+    clip draws its noise from ``seed + k``, whoever generates it: clips go out in waves of the
+    number still missing; after a skipped clip, the rest of its wave is sent again with the seeds
+    shifted (a decode failure is cheap, and seeds never depend on the wave's split)."""
+    got: list[dict] = []
+    skipped: list[str] = []
+    pos = 0
+    while len(got) < n and pos < len(rows):
+        wave = rows[pos: pos + n - len(got)]
+        for k, result in enumerate(score([(row, seed + len(got) + k) for k, row in enumerate(wave)])):
+            pos += 1
+            if "skipped" in result:
+                skipped.append(result["skipped"])
+                break  # later clips of this wave used seeds one too high: they go out again
+            got.append(result)
+        # loop: pos is past the last accepted or skipped clip
+    return got, skipped
+
+
+def clip_metrics(got: Sequence[dict], skipped: Sequence[str], kid_subsets: int, kid_subset_size: int) -> dict:
+    """FVD/KVD/PIC of collected clips (in clip order)."""
+    if len(got) < 2:
+        raise ValueError(f"only {len(got)} decodable held-out clips (need 2); skipped: {list(skipped)[:3]}")
+    d = frechet_kernel_distances(torch.cat([r["generated"] for r in got]), torch.cat([r["reference"] for r in got]),
+                                 kid_subsets, max(2, min(kid_subset_size, len(got))))
+    pics = [r["pic"] for r in got]
+    return {"fvd": d["fid"], "kvd": d["kid"], "kvd_std": d["kid_std"], "pic": sum(pics) / len(pics),
+            "keys": [r["key"] for r in got], "skipped": len(skipped)}
+
+
 def evaluate_clips(rows: Sequence[VideoRow], n: int, protocol: VideoProtocol, generate: Generate,
                    extractor: nn.Module, lpips_net: nn.Module, seed: int, kid_subsets: int,
                    kid_subset_size: int) -> dict:
-    """FVD/KVD/PIC over the first ``n`` decodable clips (too short or broken ones are counted)."""
-    gen_feats, ref_feats, pics, keys, skipped = [], [], [], [], []
-    for row in rows:
-        if len(keys) == n:
-            break
-        try:
-            frames = sample_frames(_path(row), protocol.frames, protocol.frame_interval, protocol.resolution)
-        except VideoError as err:
-            skipped.append(f"{row.videoid}: {err}")
-            continue
-        real = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0  # (F,3,R,R)
-        gen = generate(real[0], protocol.frames, seed + len(keys)).float().clamp(0, 1)
-        if gen.shape[-1] != protocol.resolution:
-            gen = F.interpolate(gen, size=protocol.resolution, mode="bilinear", antialias=True).clamp(0, 1)
-        feats = extract_features(torch.stack([gen, real]), extractor, 2)
-        gen_feats.append(feats[:1])
-        ref_feats.append(feats[1:])
-        pics.append(pic(gen[None], real[:1], lpips_net)["pic"])
-        keys.append(row.videoid)
-    if len(keys) < 2:
-        raise ValueError(f"only {len(keys)} decodable held-out clips (need 2); skipped: {skipped[:3]}")
-    d = frechet_kernel_distances(torch.cat(gen_feats), torch.cat(ref_feats), kid_subsets,
-                                 max(2, min(kid_subset_size, len(keys))))
-    return {"fvd": d["fid"], "kvd": d["kid"], "kvd_std": d["kid_std"], "pic": sum(pics) / len(pics),
-            "keys": keys, "skipped": len(skipped)}
+    """FVD/KVD/PIC over the first ``n`` decodable clips (too short or broken ones are counted),
+    in this process (evaluate-i2v runs the same clips as generation units)."""
+    def score(batch):  # lazily: a wave stops at its first skipped clip
+        return (score_clip(row, protocol, generate, extractor, lpips_net, s) for row, s in batch)
+
+    got, skipped = collect_clips(rows, n, seed, score)
+    return clip_metrics(got, skipped, kid_subsets, kid_subset_size)

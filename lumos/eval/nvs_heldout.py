@@ -64,24 +64,39 @@ def predict_object(model: nn.Module, vae, encoder, obj_dir: Path, settings: Diff
 
     views, meta = load_views(obj_dir)
     w2c = torch.tensor([v["w2c"] for v in meta["views"]], dtype=torch.float32)
-    x = views[INPUT_VIEW:INPUT_VIEW + 1].float()
+    device = next(model.parameters()).device  # the worker's device (lumos/runtime/units.py)
+    x = views[INPUT_VIEW:INPUT_VIEW + 1].float().to(device)
     mean, _ = vae.encode(x * 2 - 1)
     tokens = encoder(x).float()
     targets = [i for i in range(len(views)) if i != INPUT_VIEW]
-    pred = novel_views(model, vae, mean[0].float(), tokens[0], w2c[INPUT_VIEW], w2c[targets], settings, seed)
+    pred = novel_views(model, vae, mean[0].float(), tokens[0], w2c[INPUT_VIEW].to(device), w2c[targets].to(device),
+                       settings, seed).float().cpu()
     return pred, views[targets], [float(meta["views"][i]["elevation_deg"]) for i in targets]
+
+
+def score_object(model: nn.Module, vae, encoder, obj_dir: Path, settings: Diffusion, seed: int,
+                 lpips_net: nn.Module) -> dict[str, list[float]]:
+    """One object's target views (a generation unit): ``elevation`` and ``psnr``/``ssim``/``lpips`` per view."""
+    pred, true, elevations = predict_object(model, vae, encoder, obj_dir, settings, seed)
+    per = {"psnr": psnr(pred, true), "ssim": ssim(pred, true), "lpips": lpips(pred, true, lpips_net)}
+    return {"elevation": elevations} | {k: [float(x) for x in v] for k, v in per.items()}
+
+
+def merge_object_scores(objects: Sequence[dict]) -> dict[str, dict[str, float]]:
+    """Objects' per-view scores (in object order) -> ``{"elevation_0": {"psnr", "ssim", "lpips", "views"}, ...}``."""
+    scores: dict[float, dict[str, list[float]]] = {}
+    for obj in objects:
+        for j, e in enumerate(obj["elevation"]):
+            row = scores.setdefault(e, {k: [] for k in ("psnr", "ssim", "lpips")})
+            for k, v in row.items():
+                v.append(obj[k][j])
+    return {f"elevation_{e:g}": {k: sum(v) / len(v) for k, v in row.items()} | {"views": len(row["psnr"])}
+            for e, row in sorted(scores.items())}
 
 
 def evaluate_objects(model: nn.Module, vae, encoder, rendered: dict[str, Path], settings: Diffusion,
                      seed: int, lpips_net: nn.Module) -> dict[str, dict[str, float]]:
-    """``{"elevation_0": {"psnr", "ssim", "lpips", "views"}, ...}`` over every object's targets."""
-    scores: dict[float, dict[str, list[float]]] = {}
-    for obj_dir in rendered.values():
-        pred, true, elevations = predict_object(model, vae, encoder, obj_dir, settings, seed)
-        per = {"psnr": psnr(pred, true), "ssim": ssim(pred, true), "lpips": lpips(pred, true, lpips_net)}
-        for j, e in enumerate(elevations):
-            row = scores.setdefault(e, {k: [] for k in per})
-            for k, v in per.items():
-                row[k].append(float(v[j]))
-    return {f"elevation_{e:g}": {k: sum(v) / len(v) for k, v in row.items()} | {"views": len(row["psnr"])}
-            for e, row in sorted(scores.items())}
+    """``{"elevation_0": {"psnr", "ssim", "lpips", "views"}, ...}`` over every object's targets,
+    in this process (evaluate-nvs runs the same objects as generation units)."""
+    return merge_object_scores([score_object(model, vae, encoder, obj_dir, settings, seed, lpips_net)
+                                for obj_dir in rendered.values()])

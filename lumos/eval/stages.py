@@ -27,12 +27,10 @@ import torch
 from PIL import Image
 
 from lumos.config import Profile
-from lumos.data.extract import square_crop
-from lumos.eval.alignment import TAGS, alignment_scores
 from lumos.eval.colour import variation_distances
-from lumos.eval.features import image_extractor, video_extractor
+from lumos.eval.features import image_extractor
 from lumos.eval.references import benchmark, coco_prompts, imagenet_val
-from lumos.eval.image_metrics import ClipScorer, clip_score, fid_kid, lpips_model
+from lumos.eval.image_metrics import lpips_model
 from lumos.io import atomic_write_text
 
 METRICS = Path("metrics")
@@ -77,37 +75,23 @@ def _load_rgb(path: Path) -> Image.Image:
 
 def run_evaluate_i2i(profile: Profile, models: Path = Path("models/i2i"), out: Path = METRICS) -> dict:
     """Table 1: one I2I variation per held-out ImageNet val image, FID/KID vs. those images."""
-    from lumos.encoders import build_vae, build_vision_encoder
-    from lumos.eval.batched import i2i_variation_features
+    from lumos.eval.generation import generate_i2i
     from lumos.eval.image_metrics import frechet_kernel_distances
-    from lumos.sample.i2i import load_model
     from lumos.train.loop import latest_checkpoint
 
     ckpt = latest_checkpoint(models)
     if ckpt is None:
         raise FileNotFoundError(f"no finished checkpoint in {models}: run train-i2i first")
-    model, _ = load_model(ckpt)
     proto = _protocol(profile, "imagenet")
     paths = imagenet_val(proto.reference, proto.samples)
     colours: dict = {}
-    generated, reference = i2i_variation_features(  # bounded batches (lumos/eval/batched.py)
-        model, build_vae(profile.vae), build_vision_encoder(profile.vision_encoder), _images(profile), paths,
-        profile.train.resolution, profile.diffusion, profile.sample.seed, profile.eval.batch_size, colours)
+    generated, reference = generate_i2i(profile, ckpt, paths, out, colours)  # generation units on Ray
     m = frechet_kernel_distances(generated, reference, profile.eval.kid_subsets, _kid_size(profile, len(paths)))
     entry = benchmark(proto.reference, len(paths), "Table 1: one variation per ImageNet val image, FID/KID",
                       fid=m["fid"], kid=m["kid"])
     # issue 15: does a variation keep its input's colours? ratio ~1: the condition is ignored
     entry["colour_histogram"] = variation_distances(colours["reference"], colours["generated"])
     return _write(out / "i2i.json", {"imagenet": entry, "checkpoint": str(ckpt)})
-
-
-def _text_to_images(model, vae, text, prompts: list[str], side: int, profile: Profile) -> torch.Tensor:
-    from lumos.sample.t2i import text_to_image
-
-    return torch.cat([  # batches of 8 keep memory flat in the number of prompts
-        (text_to_image(model, vae, text, prompts[i:i + 8], side, side, profile.diffusion,
-                       profile.sample.seed + i) * 255).round().byte()
-        for i in range(0, len(prompts), 8)])
 
 
 def run_evaluate_t2i(profile: Profile, models: Path = Path("models/t2i"), out: Path = METRICS,
@@ -117,45 +101,36 @@ def run_evaluate_t2i(profile: Profile, models: Path = Path("models/t2i"), out: P
     the strict mini-world alignment when the captions come with scene parameters. Table 2 †:
     the same images' long captions by the captioner (lumos/eval/long_captions.py) as prompts."""
     from lumos.caption.stages import build_captioner
-    from lumos.encoders import build_vae
-    from lumos.encoders.text import build_text_encoder
+    from lumos.eval.generation import generate_t2i
+    from lumos.eval.image_metrics import frechet_kernel_distances
     from lumos.eval.long_captions import long_captions
-    from lumos.sample.i2i import load_model
     from lumos.tasks.priors import t2i_final
 
     ckpt = t2i_final(models)
     if ckpt is None:
         raise FileNotFoundError(f"no finished T2I checkpoint in {models}: run train-t2i first")
-    model, _ = load_model(ckpt)
     proto = _protocol(profile, "coco30k")
     if proto.prompts is None:
         raise ValueError("eval.images.coco30k.prompts must name the COCO captions_val2014.json")
     prompts = coco_prompts(proto.prompts, proto.reference, proto.samples)
     side = profile.t2i.stages[-1].resolution
-    vae, text = build_vae(profile.vae), build_text_encoder(profile.text_encoder)
-    generated = _text_to_images(model, vae, text, [p["prompt"] for p in prompts], side, profile)
-    prep = square_crop(side)
-    reference = torch.stack([(prep(_load_rgb(Path(p["path"]))) * 255).byte() for p in prompts])
-    extractor, kid = _images(profile), _kid_size(profile, len(prompts))
-    m = fid_kid(generated, reference, extractor, kid_subsets=profile.eval.kid_subsets, kid_subset_size=kid)
-    scorer = ClipScorer(profile.eval.clip_model, profile.eval.seed)
-    clip = clip_score(generated, [p["prompt"] for p in prompts], scorer)
+    kid = _kid_size(profile, len(prompts))
+    scenes = [p["scene"] for p in prompts] if all(p["scene"] for p in prompts) else None  # Table 3 (stand-in)
+    raw = generate_t2i(profile, ckpt, [p["prompt"] for p in prompts], side, out, "raw",  # units on Ray
+                       [p["path"] for p in prompts], scenes)
+    m = frechet_kernel_distances(raw["generated"], raw["reference"], profile.eval.kid_subsets, kid)
     entry = benchmark(proto.reference, len(prompts), "Table 2: FID-30K protocol, first caption per COCO val image",
-                      fid=m["fid"], kid=m["kid"], clip_score=clip["clip_score"])
-    if all(p["scene"] for p in prompts):  # the stand-in's scenes: Table 3's strict alignment
-        a = profile.eval.alignment
-        al = alignment_scores([Image.fromarray(x.permute(1, 2, 0).numpy()) for x in generated],
-                              [p["scene"] for p in prompts], a.tolerance, a.min_fraction, a.cell_px)
-        entry["alignment"] = {k: al[k] for k in TAGS}
-    del generated
+                      fid=m["fid"], kid=m["kid"], clip_score=raw["clip_score"])
+    if scenes is not None:  # the stand-in's scenes: Table 3's strict alignment
+        entry["alignment"] = raw["alignment"]
     captioner = build_captioner(profile)
     longs = long_captions(prompts, captioner, captions_cache / "coco30k.json")
-    generated = _text_to_images(model, vae, text, longs, side, profile)
-    m = fid_kid(generated, reference, extractor, kid_subsets=profile.eval.kid_subsets, kid_subset_size=kid)
+    long = generate_t2i(profile, ckpt, longs, side, out, "long")
+    m = frechet_kernel_distances(long["generated"], raw["reference"], profile.eval.kid_subsets, kid)
     long_entry = benchmark(proto.reference, len(prompts),
                            f"Table 2 (long captions): the same COCO val images captioned by {captioner.model_id} "
                            f"({profile.captioner.prompt!r}), FID-30K protocol",
-                           fid=m["fid"], kid=m["kid"], clip_score=clip_score(generated, longs, scorer)["clip_score"])
+                           fid=m["fid"], kid=m["kid"], clip_score=long["clip_score"])
     return _write(out / "t2i.json", {"coco30k": entry, "coco30k_long": long_entry, "prior": _prior(models),
                                      "checkpoint": str(ckpt)})
 
@@ -178,10 +153,9 @@ def run_evaluate_nvs(profile: Profile, models: Path = Path("models/nvs"), render
                      out: Path = METRICS) -> dict:
     """Table 4: held-out GSO objects (never an Objaverse training object) rendered at the GSO
     cameras through render-objaverse's renderer, each predicted from its condition view."""
-    from lumos.encoders import build_vae, build_vision_encoder
-    from lumos.eval.nvs_heldout import check_not_training, evaluate_objects, gso_objects, render_heldout
+    from lumos.eval.generation import generate_nvs
+    from lumos.eval.nvs_heldout import check_not_training, gso_objects, render_heldout
     from lumos.render.stages import read_object_list, renderer_for
-    from lumos.sample.i2i import load_model
     from lumos.train.loop import latest_checkpoint
 
     ckpt = latest_checkpoint(models)
@@ -191,9 +165,7 @@ def run_evaluate_nvs(profile: Profile, models: Path = Path("models/nvs"), render
     objects = gso_objects(proto.reference, proto.samples)
     check_not_training(list(objects), list(read_object_list(profile.nvs.objects)))
     rendered = render_heldout(objects, renders / "gso", profile.nvs, renderer_for(profile.nvs))
-    model, _ = load_model(ckpt)
-    rows = evaluate_objects(model, build_vae(profile.vae), build_vision_encoder(profile.vision_encoder), rendered,
-                            profile.diffusion, profile.sample.seed, _lpips(profile))
+    rows = generate_nvs(profile, ckpt, rendered, out)  # one generation unit per object, on Ray
     n_az, elev = profile.nvs.eval_azimuths, profile.nvs.eval_elevations_deg
     entry = benchmark(proto.reference, len(objects),
                       f"Table 4: {n_az} azimuths x elevations {elev}, condition view azimuth 0 at {elev[0]:g} deg, "
@@ -205,10 +177,8 @@ def run_evaluate_nvs(profile: Profile, models: Path = Path("models/nvs"), render
 def run_evaluate_i2v(profile: Profile, models: Path = Path("models/i2v"), out: Path = METRICS) -> dict:
     """Table 5: each held-out UCF-101 / MSR-VTT clip's first frame -> a clip; FVD/KVD vs. the
     held-out clips, PIC vs. the first frame. Clips are streamed (lumos/eval/i2v_heldout.py)."""
-    from lumos.encoders import build_vae, build_vision_encoder
-    from lumos.eval.i2v_heldout import evaluate_clips, heldout_rows
-    from lumos.sample.i2i import load_model
-    from lumos.sample.i2v import image_to_video_latents
+    from lumos.eval.generation import generate_i2v
+    from lumos.eval.i2v_heldout import heldout_rows
     from lumos.train.loop import latest_checkpoint
 
     ckpt = latest_checkpoint(models)
@@ -216,22 +186,9 @@ def run_evaluate_i2v(profile: Profile, models: Path = Path("models/i2v"), out: P
         raise FileNotFoundError(f"no finished I2V checkpoint in {models}: run train-i2v first")
     if not profile.eval.videos:
         raise ValueError("eval.videos names no held-out video benchmark (ucf101, msrvtt)")
-    model, _ = load_model(ckpt)
-    vae, encoder = build_vae(profile.vae), build_vision_encoder(profile.vision_encoder)
-    side = profile.i2v.resolution  # the model's training resolution
-
-    @torch.no_grad()
-    def generate(first: torch.Tensor, frames: int, seed: int) -> torch.Tensor:
-        x = torch.nn.functional.interpolate(first[None], size=side, mode="bilinear", antialias=True).clamp(0, 1)
-        mean, _ = vae.encode(x * 2 - 1)
-        z = image_to_video_latents(model, mean.float(), encoder(x).float(), frames, profile.diffusion, seed)
-        return (vae.decode(z[0]).clamp(-1, 1) + 1) / 2
-
     e, result = profile.eval, {"prior": _prior(models), "checkpoint": str(ckpt)}
-    for name, proto in e.videos.items():
-        extractor = video_extractor(e.i3d_weights, e.feature_dim, proto.resolution, e.seed)
-        m = evaluate_clips(heldout_rows(name, proto.reference), proto.samples, proto, generate, extractor,
-                           _lpips(profile), profile.sample.seed, e.kid_subsets, e.kid_subset_size)
+    for name, proto in e.videos.items():  # one generation unit per clip, on Ray
+        m = generate_i2v(profile, ckpt, name, heldout_rows(name, Path(proto.reference).resolve()), proto, out)
         result[name] = benchmark(proto.reference, len(m["keys"]),
                                  f"Table 5, zero-shot: first frame of each clip -> {proto.frames} frames at an "
                                  f"interval of {proto.frame_interval}, {proto.resolution} px; FVD/KVD vs. the clips, "

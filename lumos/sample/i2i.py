@@ -32,7 +32,8 @@ def load_model(checkpoint: Path | str, ema: bool = True) -> tuple[ConditionedDiT
 
 
 def _decode(vae, latents: torch.Tensor) -> torch.Tensor:
-    return (vae.decode(latents).clamp(-1, 1) + 1) / 2  # to [0, 1]
+    """To [0, 1], fp32 on the CPU (the VAE may run on a GPU, in its precision param)."""
+    return ((vae.decode(latents).clamp(-1, 1) + 1) / 2).float().cpu()
 
 
 @torch.no_grad()

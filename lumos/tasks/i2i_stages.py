@@ -7,17 +7,17 @@
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from pathlib import Path
 
 from lumos.config import VAE, Profile, VisionEncoder
 from lumos.curation.catalog import DEFAULT_CATALOG, query
-from lumos.data.extract import extract_features, load_images
+from lumos.data.extract import extract_features
 from lumos.data.stream import FeatureStream
 from lumos.diffusion import GaussianDiffusion
 from lumos.encoders import build_vae, build_vision_encoder
 from lumos.models import backbone_args
-from lumos.sample.i2i import interpolation, load_model, save_grid, variations
 from lumos.tasks.i2i import I2ITask
 from lumos.tasks.i2i_conditions import catalog_labels
 from lumos.tasks.runs import fit, write_summary
@@ -88,19 +88,23 @@ def run_sample(profile: Profile, models: Path = MODELS, catalog: Path = DEFAULT_
     ckpt = latest_checkpoint(models)
     if ckpt is None:
         raise FileNotFoundError(f"no finished checkpoint in {models}: run train-i2i first")
-    model, config = load_model(ckpt)
+    config = json.loads((Path(ckpt) / "config.json").read_text())  # the model is built in the workers
     if config.get("condition", "vision") != "vision":
         raise ValueError(f"{ckpt} is a {config['condition']}-conditioned prior (Fig. 8's train.condition): "
                          "it has no image variations; its grid stops at evaluate-t2i")
-    vae, encoder = build_vae(profile.vae), build_vision_encoder(profile.vision_encoder)
+    from lumos.runtime.units import checkpoint_id
+    from lumos.sample.workers import I2ISampleWorker, build_image, sample_units
+
     s, res = profile.sample, profile.train.resolution
     rows = query(f"SELECT shard, key, member FROM images ORDER BY key LIMIT {max(s.images, 2)}",
                  catalog).fetchall()
-    images = [im for shard, key, member in rows for im in load_images(shard, [(key, member)])]
-    grid = variations(model, vae, encoder, images[: s.images], s.variations, res, profile.diffusion, s.seed)
-    save_grid(grid, out / "variations.png", per_row=s.variations + 1)
-    strip = interpolation(model, vae, encoder, images[0], images[1], s.interpolation_steps, res,
-                          profile.diffusion, s.seed)
-    save_grid(strip, out / "interpolation.png", per_row=strip.shape[0])
+    settings = {"images": s.images, "variations": s.variations, "interpolation_steps": s.interpolation_steps,
+                "resolution": res, "checkpoint": checkpoint_id(ckpt), "vae": profile.vae.model_dump(),
+                "vision_encoder": profile.vision_encoder.model_dump()}
+    inputs = [tuple(r) for r in rows]  # decoded in the worker
+    # two generation units (lumos/sample/workers.py), each from sample.seed as before
+    sample_units(I2ISampleWorker, partial(build_image, settings["checkpoint"], profile.vae, profile.vision_encoder),
+                 out, settings, [("variations", s.seed, inputs, inputs), ("interpolation", s.seed, inputs[:2], inputs[:2])],
+                 profile, {"vae": profile.features.precision, "encoder": profile.features.precision})
     return {"checkpoint": str(ckpt), "variations": str(out / "variations.png"),
             "interpolation": str(out / "interpolation.png"), "inputs": [r[1] for r in rows]}

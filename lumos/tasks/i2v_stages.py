@@ -7,22 +7,15 @@
 
 from __future__ import annotations
 
-import io
 from functools import partial
 from pathlib import Path
-
-import numpy as np
 
 from lumos.config import Profile
 from lumos.data.features import FeatureShards
 from lumos.data.stream import FeatureStream
 from lumos.data.i2v import extract_i2v_features
 from lumos.diffusion import GaussianDiffusion
-from lumos.encoders import build_vae
 from lumos.models import backbone_args
-from lumos.io import atomic_write_bytes
-from lumos.sample.i2i import load_model
-from lumos.sample.i2v import image_to_video_latents, write_clip
 from lumos.tasks.i2i_stages import build_encoders
 from lumos.tasks.i2v import I2VTask
 from lumos.tasks.priors import prior_checkpoint
@@ -69,22 +62,21 @@ def run_sample(profile: Profile, models: Path = MODELS, features: Path = FEATURE
     ckpt = latest_checkpoint(models)
     if ckpt is None:
         raise FileNotFoundError(f"no finished I2V checkpoint in {models}: run train-i2v first")
-    model, _ = load_model(ckpt)
-    vae = build_vae(profile.vae)
+    from lumos.runtime.units import checkpoint_id
+    from lumos.sample.workers import I2VSampleWorker, build_decoder, sample_units
+
     data = FeatureShards(features, first=profile.i2v.sample_clips)  # only the clips drawn
-    n = len(data)
-    first = data.tensors["latent_mean"][:n, 0]
-    z = image_to_video_latents(model, first, data.tensors["condition"][:n], profile.i2v.frames,
-                               profile.diffusion, profile.sample.seed)
-    written = []
-    for key, clip in zip(data.keys[:n], z):
-        frames = ((vae.decode(clip).clamp(-1, 1) + 1) / 2 * 255).round().byte().permute(0, 2, 3, 1).numpy()
-        write_clip(frames, out / f"{key}.mp4", out / f"{key}.gif")
-        buf = io.BytesIO()
-        np.save(buf, frames)
-        atomic_write_bytes(out / f"{key}.npy", buf.getvalue())
-        written.append({"key": key, "mp4": str(out / f"{key}.mp4"), "gif": str(out / f"{key}.gif"),
-                        "frames": int(frames.shape[0])})
+    n, t = len(data), data.tensors
+    settings = {"frames": profile.i2v.frames, "checkpoint": checkpoint_id(ckpt), "vae": profile.vae.model_dump(),
+                "vision_encoder": profile.vision_encoder.model_dump()}
+    # one generation unit per clip (lumos/sample/workers.py): clip k draws from sample.seed + k
+    units = [(key, profile.sample.seed + k, (t["latent_mean"][k, 0].clone(), t["condition"][k].clone()),
+              [key, float(t["latent_mean"][k, 0].double().sum()), float(t["condition"][k].double().sum())])
+             for k, key in enumerate(data.keys[:n])]
+    results = sample_units(I2VSampleWorker, partial(build_decoder, settings["checkpoint"], profile.vae),
+                           out, settings, units, profile, {"vae": profile.features.precision})
+    written = [{"key": key, "mp4": str(out / f"{key}.mp4"), "gif": str(out / f"{key}.gif"), "frames": r["frames"]}
+               for key, r in zip(data.keys[:n], results)]
     manifest = {"checkpoint": str(ckpt), "clips": written}
     write_summary(out / "manifest.json", manifest)
     return manifest

@@ -11,16 +11,11 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-import torch
-
 from lumos.config import Profile
-from lumos.data.nvs import NVSObjects, NVSStream, extract_nvs_features, load_views
+from lumos.data.nvs import NVSStream, extract_nvs_features
 from lumos.diffusion import GaussianDiffusion
-from lumos.encoders import build_vae
 from lumos.models import backbone_args
 from lumos.render.stages import RENDERS
-from lumos.sample.i2i import load_model, save_grid, save_png
-from lumos.sample.nvs import novel_views
 from lumos.tasks.i2i_stages import build_encoders
 from lumos.tasks.nvs import NVSTask
 from lumos.tasks.priors import prior_checkpoint
@@ -69,22 +64,26 @@ def run_sample(profile: Profile, models: Path = MODELS, features: Path = FEATURE
     ckpt = latest_checkpoint(models)
     if ckpt is None:
         raise FileNotFoundError(f"no finished NVS checkpoint in {models}: run train-nvs first")
-    model, _ = load_model(ckpt)
-    vae = build_vae(profile.vae)
-    gso = NVSObjects(features / "gso", first=profile.nvs.sample_objects)  # only the objects drawn
-    n_az = profile.nvs.eval_azimuths
-    written = []
-    for o, uid in enumerate(gso.uids):
-        t = gso.tensors
-        pred = novel_views(model, vae, t["latent_mean"][o, 0], t["condition"][o, 0], t["w2c"][o, 0],
-                           t["w2c"][o], profile.diffusion, profile.sample.seed)
-        truth, _ = load_views(renders / "gso" / uid)
-        for i, img in enumerate(pred):
-            save_png(img, out / uid / f"{i:03d}.png")
-        strip = torch.cat([truth[:1], pred[:n_az], truth[:1], truth[:n_az]])
-        save_grid(strip, out / f"strip-{uid}.png", per_row=n_az + 1)
-        written.append({"uid": uid, "strip": str(out / f"strip-{uid}.png"), "views": len(pred)})
-    manifest = {"checkpoint": str(ckpt), "input_view": 0, "objects": written,
-                "cameras": gso.meta[0]["cameras"]["views"] if gso.meta else []}
+    import json
+
+    from safetensors import safe_open
+
+    from lumos.runtime.units import checkpoint_id
+    from lumos.sample.workers import NVSSampleWorker, build_decoder, sample_units
+
+    files = sorted((features / "gso").glob("*.safetensors"))[: profile.nvs.sample_objects]  # only the objects drawn
+    if not files:
+        raise FileNotFoundError(f"no NVS features in {features / 'gso'}: run features-nvs first")
+    settings = {"azimuths": profile.nvs.eval_azimuths, "checkpoint": checkpoint_id(ckpt),
+                "vae": profile.vae.model_dump(), "vision_encoder": profile.vision_encoder.model_dump()}
+    # one generation unit per object (lumos/sample/workers.py), each from sample.seed as before
+    units = [(f.stem, profile.sample.seed, (str(f.resolve()), str((renders / "gso" / f.stem).resolve())),
+              checkpoint_id(f)) for f in files]
+    results = sample_units(NVSSampleWorker, partial(build_decoder, settings["checkpoint"], profile.vae),
+                           out, settings, units, profile, {"vae": profile.features.precision})
+    written = [{"uid": f.stem, "strip": str(out / r["file"]), "views": r["views"]} for f, r in zip(files, results)]
+    with safe_open(str(files[0]), framework="pt") as f:  # the protocol's cameras, from the first object
+        cameras = json.loads(f.metadata()["meta"])["cameras"]["views"]
+    manifest = {"checkpoint": str(ckpt), "input_view": 0, "objects": written, "cameras": cameras}
     write_summary(out / "manifest.json", manifest)
     return manifest

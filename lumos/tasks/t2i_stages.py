@@ -25,10 +25,7 @@ from lumos.data.buckets import bucket_table, nearest_bucket
 from lumos.data.t2i import T2IStream, extract_t2i_latents, stage_key
 from lumos.diffusion import GaussianDiffusion
 from lumos.encoders import build_vae
-from lumos.encoders.text import build_text_encoder
 from lumos.models import backbone_args
-from lumos.sample.i2i import load_model, save_grid, save_png
-from lumos.sample.t2i import text_to_image
 from lumos.tasks.priors import prior_checkpoint, t2i_final
 from lumos.tasks.runs import _rank, finished, fit, write_summary
 from lumos.tasks.t2i import T2ITask
@@ -134,19 +131,23 @@ def run_sample(profile: Profile, models: Path = MODELS, subset: Path = T2I_SUBSE
     ckpt = t2i_final(models)
     if ckpt is None:
         raise FileNotFoundError(f"no finished T2I checkpoint in {models}: run train-t2i first")
-    model, config = load_model(ckpt)
-    vae, text = build_vae(profile.vae), build_text_encoder(profile.text_encoder)
+    from lumos.runtime.units import checkpoint_id
+    from lumos.sample.workers import T2ISampleWorker, build_t2i, sample_units
+
     s, last = profile.t2i.sample, profile.t2i.stages[-1]
     table = bucket_table(last.resolution, MULTIPLE) if last.multi_aspect else [(last.resolution, last.resolution)]
     prompts = read_prompts(subset, s.prompts)
-    written = []
-    for ratio in s.aspect_ratios:
-        h, w = nearest_bucket(round(1000 * ratio), 1000, table)
-        images = text_to_image(model, vae, text, [p["prompt"] for p in prompts], h, w, profile.diffusion, s.seed)
-        save_grid(images, out / f"grid-{h}x{w}.png", per_row=len(prompts))
-        for p, im in zip(prompts, images):
-            save_png(im, out / "images" / f"{h}x{w}" / f"{p['key']}.png")
-        written.append({"aspect_ratio": ratio, "height": h, "width": w, "grid": str(out / f"grid-{h}x{w}.png")})
+    sizes = [(ratio, *nearest_bucket(round(1000 * ratio), 1000, table)) for ratio in s.aspect_ratios]
+    settings = {"checkpoint": checkpoint_id(ckpt), "vae": profile.vae.model_dump(),
+                "text_encoder": profile.text_encoder.model_dump()}
+    # one generation unit per aspect ratio (lumos/sample/workers.py), each from t2i.sample.seed as before
+    units = [(f"{h}x{w}", s.seed, (h, w, prompts), [h, w, prompts]) for _, h, w in sizes]
+    sample_units(T2ISampleWorker, partial(build_t2i, settings["checkpoint"], profile.vae, profile.text_encoder,
+                                          profile.device),
+                 out, settings, units, profile,
+                 {"vae": profile.features.precision, "text": None})  # text_encoder.precision: applied when built
+    written = [{"aspect_ratio": ratio, "height": h, "width": w, "grid": str(out / f"grid-{h}x{w}.png")}
+               for ratio, h, w in sizes]
     manifest = {"checkpoint": str(ckpt), "prompts": prompts, "sizes": written}
     write_summary(out / "prompts.json", manifest)
     return manifest
