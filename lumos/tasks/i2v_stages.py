@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from lumos.config import Profile
 from lumos.data.features import FeatureShards
@@ -19,6 +20,7 @@ from lumos.data.stream import FeatureStream
 from lumos.data.i2v import extract_i2v_features
 from lumos.diffusion import GaussianDiffusion
 from lumos.encoders import build_vae
+from lumos.eval.colour import variation_distances
 from lumos.models import backbone_args
 from lumos.io import atomic_write_bytes
 from lumos.sample.i2i import load_model
@@ -76,9 +78,11 @@ def run_sample(profile: Profile, models: Path = MODELS, features: Path = FEATURE
     first = data.tensors["latent_mean"][:n, 0]
     z = image_to_video_latents(model, first, data.tensors["condition"][:n], profile.i2v.frames,
                                profile.diffusion, profile.sample.seed)
-    written = []
+    written, decoded = [], []
     for key, clip in zip(data.keys[:n], z):
-        frames = ((vae.decode(clip).clamp(-1, 1) + 1) / 2 * 255).round().byte().permute(0, 2, 3, 1).numpy()
+        images = (vae.decode(clip).clamp(-1, 1) + 1) / 2
+        decoded.append(images)
+        frames = (images * 255).round().byte().permute(0, 2, 3, 1).numpy()
         write_clip(frames, out / f"{key}.mp4", out / f"{key}.gif")
         buf = io.BytesIO()
         np.save(buf, frames)
@@ -86,5 +90,8 @@ def run_sample(profile: Profile, models: Path = MODELS, features: Path = FEATURE
         written.append({"key": key, "mp4": str(out / f"{key}.mp4"), "gif": str(out / f"{key}.gif"),
                         "frames": int(frames.shape[0])})
     manifest = {"checkpoint": str(ckpt), "clips": written}
+    if len(decoded) >= 2:  # does a clip keep its first frame's scene? (issue 15): ratio << 1 if so
+        clips = torch.stack(decoded)
+        manifest["first_frame_colour"] = variation_distances(clips[:, 0], clips[:, 1:].flatten(0, 1))
     write_summary(out / "manifest.json", manifest)
     return manifest

@@ -17,6 +17,7 @@ from lumos.config import Profile
 from lumos.data.nvs import NVSObjects, NVSStream, extract_nvs_features, load_views
 from lumos.diffusion import GaussianDiffusion
 from lumos.encoders import build_vae
+from lumos.eval.foreground import foreground_iou
 from lumos.models import backbone_args
 from lumos.render.stages import RENDERS
 from lumos.sample.i2i import load_model, save_grid, save_png
@@ -83,8 +84,13 @@ def run_sample(profile: Profile, models: Path = MODELS, features: Path = FEATURE
             save_png(img, out / uid / f"{i:03d}.png")
         strip = torch.cat([truth[:1], pred[:n_az], truth[:1], truth[:n_az]])
         save_grid(strip, out / f"strip-{uid}.png", per_row=n_az + 1)
-        written.append({"uid": uid, "strip": str(out / f"strip-{uid}.png"), "views": len(pred)})
+        # does the view show the object? (issue 15): silhouette IoU vs the true render, input view aside
+        iou = float(foreground_iou(pred[1:], truth[1:]).mean())
+        written.append({"uid": uid, "strip": str(out / f"strip-{uid}.png"), "views": len(pred),
+                        "foreground_iou": iou})
+    ious = [w["foreground_iou"] for w in written]
     manifest = {"checkpoint": str(ckpt), "input_view": 0, "objects": written,
+                "foreground_iou": sum(ious) / len(ious) if ious else None,
                 "cameras": gso.meta[0]["cameras"]["views"] if gso.meta else []}
     write_summary(out / "manifest.json", manifest)
     return manifest
