@@ -23,6 +23,15 @@ from lumos.eval.foreground import foreground_iou, foreground_mask
 R = 32
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The machine's cores are shared: these tests run on one torch thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def disc(cx: float, cy: float, radius: float, colour, background) -> torch.Tensor:
     """(3,R,R) a flat disc on a flat background, in [0, 1]."""
     y, x = torch.meshgrid(torch.arange(R), torch.arange(R), indexing="ij")
@@ -76,3 +85,119 @@ def test_first_frame_colour_ratio_separates_kept_and_lost_scenes():
     lost[:, 1:] = kept[:, 1:].roll(1, dims=0)  # every clip continues with another clip's scene
     r_lost = variation_distances(lost[:, 0], lost[:, 1:].flatten(0, 1))["ratio"]
     assert r_kept < 0.1 and r_lost > 1.0
+
+
+# ------------------------------------------------------------- the sample stages report them
+def _checkpoint(root, model_class: str, model, args: dict) -> None:
+    import json
+
+    from safetensors.torch import save_file
+
+    ckpt = root / "checkpoints" / "step-0000001"
+    ckpt.mkdir(parents=True)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(ckpt / "model.safetensors"))
+    save_file(state, str(ckpt / "ema.safetensors"))
+    (ckpt / "config.json").write_text(json.dumps({"model_class": model_class, "model_args": args}))
+    (ckpt / "DONE").write_text("1")
+
+
+def _tiny(params):
+    from conftest import without_run_outputs
+
+    p = without_run_outputs(params.active)
+    return p.model_copy(update={"diffusion": p.diffusion.model_copy(update={"sample_steps": 2}),
+                                "nvs": p.nvs.model_copy(update={"eval_azimuths": 2, "sample_objects": 2}),
+                                "i2v": p.i2v.model_copy(update={"frames": 3, "sample_clips": 3})})
+
+
+def _features_args(tensors) -> dict:
+    mean, cond = tensors["latent_mean"], tensors["condition"]
+    return {"variant": "tiny", "latent_channels": mean.shape[-3], "latent_size": mean.shape[-1],
+            "condition_dim": cond.shape[-1], "condition_tokens": cond.shape[-2]}
+
+
+def test_sample_nvs_reports_the_foreground_iou_of_its_views(params, tmp_path):
+    import json
+    from functools import partial
+
+    import numpy as np
+    from PIL import Image
+
+    from conftest import perturbed
+    from lumos.data.nvs import NVSObjects, extract_nvs_features, load_views
+    from lumos.models import NVSDiT
+    from lumos.render.renderer import DONE
+    from lumos.tasks.i2i_stages import build_encoders
+    from lumos.tasks.nvs_stages import run_sample
+
+    profile = _tiny(params)
+    for uid in ("obj-a", "obj-b"):
+        obj = tmp_path / "renders" / "gso" / uid
+        obj.mkdir(parents=True)
+        views = []
+        for v in range(3):
+            rgba = np.zeros((64, 64, 4), np.uint8)
+            rgba[20 + 4 * v: 44, 16:40] = (200, 30, 30, 255)
+            Image.fromarray(rgba).save(obj / f"{v:03d}.png")
+            views.append({"image": f"{v:03d}.png", "w2c": np.eye(4).tolist()})
+        (obj / "cameras.json").write_text(json.dumps({"views": views}))
+        (obj / DONE).write_text("")
+    build = partial(build_encoders, profile.vae, profile.vision_encoder)
+    extract_nvs_features(tmp_path / "renders/gso", tmp_path / "features/gso", build, 4, {"v": 1})
+    args = _features_args(NVSObjects(tmp_path / "features/gso").tensors)
+    torch.manual_seed(0)
+    _checkpoint(tmp_path / "models", "nvs", perturbed(NVSDiT(**args)), args)
+    m = run_sample(profile, tmp_path / "models", tmp_path / "features", tmp_path / "renders", tmp_path / "samples")
+    per = [o["foreground_iou"] for o in m["objects"]]
+    assert len(per) == 2 and all(0.0 <= x <= 1.0 for x in per) and m["foreground_iou"] == pytest.approx(sum(per) / 2)
+    # the same number from the written views: the manifest scores what the report shows
+    views = torch.stack([torch.from_numpy(np.array(Image.open(tmp_path / "samples/obj-a" / f"{i:03d}.png"))).permute(2, 0, 1)
+                         for i in (1, 2)]).float() / 255
+    truth, _ = load_views(tmp_path / "renders/gso/obj-a")
+    assert float(foreground_iou(views, truth[1:]).mean()) == pytest.approx(per[0], abs=0.05)
+
+
+def test_sample_i2v_reports_the_first_frame_colour_ratio(params, tmp_path):
+    import io
+    import tarfile
+    from functools import partial
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from conftest import perturbed
+    from lumos.data.features import FeatureShards
+    from lumos.data.i2v import extract_i2v_features
+    from lumos.models import VideoDiT
+    from lumos.tasks.i2i_stages import build_encoders
+    from lumos.tasks.i2v_stages import run_sample
+
+    profile = _tiny(params)
+    clips, rows = tmp_path / "clips", []
+    (clips / "shards").mkdir(parents=True)
+    with tarfile.open(clips / "shards/00000.tar", "w") as tar:
+        for i, bg in enumerate(((40, 120, 120), (230, 200, 200), (120, 120, 120))):
+            frames = np.empty((3, 32, 32, 3), np.uint8)
+            frames[:] = bg
+            buf = io.BytesIO()
+            np.save(buf, frames)
+            for ext, data in (("npy", buf.getvalue()), ("json", b"{}")):
+                info = tarfile.TarInfo(f"{i:09d}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            rows.append({"key": f"{i:09d}", "shard": "shards/00000.tar", "status": "ok"})
+    pq.write_table(pa.Table.from_pylist(rows), clips / "index.parquet")
+    build = partial(build_encoders, profile.vae, profile.vision_encoder)
+    extract_i2v_features(clips, tmp_path / "features", build, {"v": 1})
+    args = {**_features_args(FeatureShards(tmp_path / "features").tensors), "max_frames": 3}
+    torch.manual_seed(0)
+    _checkpoint(tmp_path / "models", "video", perturbed(VideoDiT(**args)), args)
+    m = run_sample(profile, tmp_path / "models", tmp_path / "features", tmp_path / "samples")
+    got = m["first_frame_colour"]
+    assert set(got) == {"to_input", "to_other", "ratio"} and got["ratio"] == pytest.approx(got["to_input"] / got["to_other"])
+    frames = torch.stack([torch.from_numpy(np.load(tmp_path / "samples" / f"{r['key']}.npy")) for r in rows])
+    clip = frames.permute(0, 1, 4, 2, 3).float() / 255  # (N,F,3,r,r)
+    again = variation_distances(clip[:, 0], clip[:, 1:].flatten(0, 1))
+    assert again["ratio"] == pytest.approx(got["ratio"], abs=0.05)  # from the written frames (uint8)
