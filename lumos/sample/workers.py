@@ -127,6 +127,7 @@ class NVSSampleWorker(SampleWorker):
         from safetensors import safe_open
 
         from lumos.data.nvs import load_views
+        from lumos.eval.foreground import foreground_iou
         from lumos.sample.i2i import save_grid, save_png
         from lumos.sample.nvs import novel_views
 
@@ -142,7 +143,9 @@ class NVSSampleWorker(SampleWorker):
             save_png(img, self.out / uid / f"{i:03d}.png")
         strip = torch.cat([truth[:1], pred[:n_az], truth[:1], truth[:n_az]])
         save_grid(strip, self.out / f"strip-{uid}.png", per_row=n_az + 1)
-        return {"file": f"strip-{uid}.png", "views": len(pred)}
+        # does the view show the object? (issue 15): silhouette IoU vs the true render, input view aside
+        iou = float(foreground_iou(pred[1:], truth[1:]).mean())
+        return {"file": f"strip-{uid}.png", "views": len(pred), "foreground_iou": iou}
 
 
 class I2VSampleWorker(SampleWorker):

@@ -10,11 +10,15 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from lumos.config import Profile
 from lumos.data.features import FeatureShards
 from lumos.data.stream import FeatureStream
 from lumos.data.i2v import extract_i2v_features
 from lumos.diffusion import GaussianDiffusion
+from lumos.eval.colour import variation_distances
 from lumos.models import backbone_args
 from lumos.tasks.i2i_stages import build_encoders
 from lumos.tasks.i2v import I2VTask
@@ -78,5 +82,10 @@ def run_sample(profile: Profile, models: Path = MODELS, features: Path = FEATURE
     written = [{"key": key, "mp4": str(out / f"{key}.mp4"), "gif": str(out / f"{key}.gif"), "frames": r["frames"]}
                for key, r in zip(data.keys[:n], results)]
     manifest = {"checkpoint": str(ckpt), "clips": written}
+    decoded = [torch.from_numpy(np.load(out / f"{key}.npy")).permute(0, 3, 1, 2).float() / 255
+               for key in data.keys[:n]]  # the frames the workers wrote, (T, 3, H, W) in [0, 1]
+    if len(decoded) >= 2:  # does a clip keep its first frame's scene? (issue 15): ratio << 1 if so
+        clips = torch.stack(decoded)
+        manifest["first_frame_colour"] = variation_distances(clips[:, 0], clips[:, 1:].flatten(0, 1))
     write_summary(out / "manifest.json", manifest)
     return manifest

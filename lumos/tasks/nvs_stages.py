@@ -81,9 +81,12 @@ def run_sample(profile: Profile, models: Path = MODELS, features: Path = FEATURE
               checkpoint_id(f)) for f in files]
     results = sample_units(NVSSampleWorker, partial(build_decoder, settings["checkpoint"], profile.vae),
                            out, settings, units, profile, {"vae": profile.features.precision})
-    written = [{"uid": f.stem, "strip": str(out / r["file"]), "views": r["views"]} for f, r in zip(files, results)]
+    written = [{"uid": f.stem, "strip": str(out / r["file"]), "views": r["views"],
+                "foreground_iou": r["foreground_iou"]} for f, r in zip(files, results)]
     with safe_open(str(files[0]), framework="pt") as f:  # the protocol's cameras, from the first object
         cameras = json.loads(f.metadata()["meta"])["cameras"]["views"]
-    manifest = {"checkpoint": str(ckpt), "input_view": 0, "objects": written, "cameras": cameras}
+    ious = [w["foreground_iou"] for w in written]
+    manifest = {"checkpoint": str(ckpt), "input_view": 0, "objects": written,
+                "foreground_iou": sum(ious) / len(ious), "cameras": cameras}
     write_summary(out / "manifest.json", manifest)
     return manifest
