@@ -29,3 +29,16 @@ def shard_progress(stage: str, source_name: str):
         get_run_logger().info("%s %s: shard %d/%d %s", stage, source_name, done, total, outcome)
 
     return on_shard
+
+
+def unit_progress(stage: str):
+    """The generation units of a sample-*/evaluate-* stage (lumos/runtime/units.py) as a Prefect
+    progress artifact: ``with reporting_units(unit_progress("evaluate-t2i")): ...``. Each
+    ``run_units`` call (a benchmark, a caption set, a wave of clips) restarts the bar."""
+    artifact = create_progress_artifact(0.0, key=f"{stage}-units", description=f"{stage}: generation units done")
+
+    def on_unit(done: int, total: int, _result) -> None:  # a result holds tensors: not logged
+        update_progress_artifact(artifact, 100.0 * done / total)
+        get_run_logger().info("%s: unit %d/%d done", stage, done, total)
+
+    return on_unit

@@ -11,7 +11,7 @@ from lumos.config import DEFAULT_PARAMS, load_params
 from lumos.tasks import i2i_stages
 from lumos.train.launch import run_training_stage
 from flows._cli import run_from_command_line
-from flows._progress import shard_progress
+from flows._progress import shard_progress, unit_progress
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
@@ -38,7 +38,10 @@ def train_flow(params: str = str(DEFAULT_PARAMS)) -> dict:
 
 @flow(name="sample-i2i", log_prints=True)
 def sample_flow(params: str = str(DEFAULT_PARAMS)) -> dict:
-    result = i2i_stages.run_sample(load_params(params).active)
+    from lumos.runtime.units import reporting_units
+
+    with reporting_units(unit_progress("sample-i2i")):
+        result = i2i_stages.run_sample(load_params(params).active)
     get_run_logger().info("sample-i2i: %s", result)
     return result
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from lumos.config import DEFAULT_PARAMS, load_params
 from lumos.train.launch import run_training_stage
 from flows._cli import run_from_command_line
-from flows._progress import shard_progress
+from flows._progress import shard_progress, unit_progress
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
@@ -61,8 +61,11 @@ def _make_flows(task: str) -> dict:
 
     @flow(name=f"sample-{task}", log_prints=True)
     def sample_flow(params: str = str(DEFAULT_PARAMS)) -> dict:
+        from lumos.runtime.units import reporting_units
+
         stages = _stages(task)
-        result = stages.run_sample(load_params(params).active)
+        with reporting_units(unit_progress(f"sample-{task}")):
+            result = stages.run_sample(load_params(params).active)
         create_markdown_artifact(key=f"sample-{task}", description=f"{title} samples",
                                  markdown=f"## {title} samples\n\n" + "\n\n".join(_pictures(task, stages.SAMPLES)))
         return result

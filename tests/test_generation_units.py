@@ -65,3 +65,25 @@ def test_units_merge_in_order_and_a_filed_unit_is_not_generated_again(tmp_path):
     assert checkpoint_id(ckpt) != before and checkpoint_id(tmp_path / "absent")["files"] == {}
     with pytest.raises(ValueError, match="device"):
         _Recorder(_build, "tpu")
+
+
+def test_reporting_units_hears_every_unit_of_every_call_inside_and_none_outside(tmp_path):
+    from dataclasses import dataclass
+
+    from lumos.runtime.units import reporting_units
+
+    @dataclass(frozen=True)
+    class Unit:
+        index: int
+        seed: int
+        stamp: str
+        target: str | None
+
+    heard, own = [], []
+    units = [Unit(i, i, stamp("progress", i), None) for i in range(3)]
+    with reporting_units(lambda done, total, result: heard.append((done, total, result[1]["seed"]))):
+        run_units(_Recorder, (_build,), units, None)
+        run_units(_Recorder, (_build,), units[:1], None, on_done=lambda *a: own.append(a[:2]))  # its own wins
+    run_units(_Recorder, (_build,), units, None)  # outside: nobody is told
+    assert [(d, t) for d, t, _ in heard] == [(1, 3), (2, 3), (3, 3)]
+    assert sorted(s for *_, s in heard) == [0, 1, 2] and own == [(1, 1)]

@@ -13,6 +13,7 @@ one worker, many, or in the stage's own process.
     run_units(worker_cls, init_args, units, ray, device)   results in unit order
     stamp(*parts)                                           the hash a unit's result is filed under
     checkpoint_id(ckpt)                                     a checkpoint's identity (path, sizes, times)
+    reporting_units(on_done)                                every run_units call inside reports its units
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,21 @@ from lumos.runtime.device import place, resolve_device
 from lumos.runtime.ray import map_shards, model_gpus
 
 Result = dict[str, Any]  # tensors, and JSON-able values (floats, lists, strings)
+
+# Who hears of finished units when a caller passes no on_done (a flow's progress artifact): the
+# stages' generation calls sit several functions deep, and the library knows no Prefect.
+_PROGRESS: ContextVar[Callable[[int, int, Any], None] | None] = ContextVar("lumos_unit_progress", default=None)
+
+
+@contextmanager
+def reporting_units(on_done: Callable[[int, int, Any], None]) -> Iterator[None]:
+    """Inside, every :func:`run_units` call without its own ``on_done`` calls this one as each
+    unit finishes: ``on_done(done, total, result)``."""
+    token = _PROGRESS.set(on_done)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
 
 
 def stamp(*parts: Any) -> str:
@@ -154,6 +172,7 @@ def run_units(worker_cls: type, init_args: tuple, units: Sequence, ray: RaySetti
     units = list(units)
     if not units:
         return []
+    on_done = on_done or _PROGRESS.get()
     if ray is None or len(units) <= ray.in_process_max_units:
         worker, done = _local_worker(worker_cls, init_args), []
         for n, unit in enumerate(units, 1):
