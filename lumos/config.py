@@ -190,6 +190,9 @@ class Curation(Section):
     dedup: Dedup = Dedup()
     # select takes quota x this many rows, so that the quota survives download, decode and keep
     quota_overfetch: Annotated[float, Field(ge=1.0)] = 1.5
+    # download also scores each shard as img2dataset finishes it (lumos/curation/fetch.py); the
+    # score stage then finds every shard's scores current
+    score_while_downloading: bool = False
 
     def select_rules(self, source: Source) -> SelectRules:
         """The profile's select rules with the source's own keys on top."""
