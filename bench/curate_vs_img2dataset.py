@@ -43,6 +43,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=2000, help="good images in the mini-world")
     ap.add_argument("--workdir", type=Path, help="keep everything here (default: a temp dir)")
     ap.add_argument("--sequential", action="store_true", help="score after the whole download")
+    ap.add_argument("--also-sequential", action="store_true",
+                    help="then the sequential path too, in the same run (same load), and check that "
+                         "both wrote the same scores")
     args = ap.parse_args()
 
     import pyarrow.parquet as pq
@@ -98,13 +101,27 @@ def main() -> None:
                 score_source(work / "download", work / "scores", cur.score)
                 ours["score"] = time.perf_counter() - t
             else:
-                ours_ok = download_and_score(work / "select" / "selected.parquet", work / "download",
-                                             work / "scores", dl, cur.score)["download"]["status"].get("success", 0)
+                fetched = download_and_score(work / "select" / "selected.parquet", work / "download",
+                                             work / "scores", dl, cur.score)
+                ours_ok = fetched["download"]["status"].get("success", 0)
                 ours["download+score"] = time.perf_counter() - t
+                print(f"download_and_score: {fetched['seconds']}")
+            if args.also_sequential and not args.sequential:
+                seq, t = {"select": ours["select"]}, time.perf_counter()
+                download_source(work / "select" / "selected.parquet", work / "seq-download", dl)
+                seq["download"] = time.perf_counter() - t
+        if args.also_sequential and not args.sequential:
+            t = time.perf_counter()
+            score_source(work / "seq-download", work / "seq-scores", cur.score)
+            seq["score"] = time.perf_counter() - t
+            same = all(pq.read_table(a).equals(pq.read_table(work / "seq-scores" / a.name))
+                       for a in sorted((work / "scores").glob("*.parquet")))
         t = time.perf_counter()
         kept = keep_source(work / "select" / "selected.parquet", work / "download",
                            work / "scores", work / "keep", cur.keep)["kept"]
         ours["keep"] = time.perf_counter() - t
+        if args.also_sequential and not args.sequential:
+            seq["keep"] = ours["keep"]
     ours_s = sum(ours.values())
 
     print(f"\nprocesses {dl.processes}, threads {dl.threads}, timeout {dl.timeout_s} s, "
@@ -125,6 +142,11 @@ def main() -> None:
               f"vs raw {rows / raw_s:.1f}")
     print(f"RESULT fetched_ratio={(selected / ours_s) / (rows / raw_s):.2f} "
           f"mode={'sequential' if args.sequential else 'score_while_downloading'}")
+    if args.also_sequential and not args.sequential:
+        seq_s = sum(seq.values())
+        print("sequential by stage: " + ", ".join(f"{k} {v:.2f} s" for k, v in seq.items())
+              + f"; scores identical to score_while_downloading's: {same}")
+        print(f"RESULT fetched_ratio={(selected / seq_s) / (rows / raw_s):.2f} mode=sequential")
 
 
 if __name__ == "__main__":

@@ -629,8 +629,10 @@ class Storage(Section):
     """
 
     curation: str = "datasets/curation"  # select/, download/ (img2dataset shards), scores/, keep/
-    features: str = "datasets/features"  # i2i/ (features-i2i's cache)
+    features: str = "datasets/features"  # i2i/, t2i/, t5/, nvs/, i2v/: the features-* caches
     captions: str = "datasets/t2i/captions"  # parts/<shard>.parquet, captions.parquet (caption stage)
+    clips: str = "datasets/clips"  # webvid/ (prepare-webvid's clip shards, index.parquet)
+    renders: str = "datasets/renders"  # objaverse/, gso/ (render-objaverse), views.parquet
 
 
 class Profile(Section):

@@ -103,6 +103,7 @@ def test_download_and_score_equals_download_then_score(curated, tmp_path):
         result = download_and_score(_small_selection(curated, tmp_path, 50), tmp_path / "download",
                                     tmp_path / "scores", dl, cfg.score, poll_s=0.05)
     assert result["download"]["shards"] == 3 and result["score"] == {"scored": 3, "cached": 0}
+    assert result["seconds"]["download"] > 0 and result["seconds"]["score_after_download"] >= 0
     assert sum(result["download"]["status"].values()) == 50
     score_source(tmp_path / "download", tmp_path / "sequential", cfg.score)
     _same_scores(tmp_path / "scores", tmp_path / "sequential")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,6 +75,7 @@ def download_and_score(selected: Path | str, download_dir: Path | str, scores_di
     thread = threading.Thread(target=contextvars.copy_context().run, args=(follow,),
                               name="score-while-downloading", daemon=True)
     thread.start()
+    t0 = time.perf_counter()
     try:
         status = download_source(selected, download_dir, dl, ray=ray, on_ready=on_ready)
     except BaseException as err:
@@ -83,9 +85,12 @@ def download_and_score(selected: Path | str, download_dir: Path | str, scores_di
         if "error" in outcome:
             err.add_note(f"scoring the finished shards failed too: {outcome['error']!r}")
         raise
+    download_s = time.perf_counter() - t0
     finished.set()
     thread.join()
     if "error" in outcome:
         raise RuntimeError(f"scoring {download_dir} while downloading failed (the download finished: "
                            f"{status}): {outcome['error']}") from outcome["error"]
-    return {"download": status, "score": outcome["score"]}
+    # what scoring added after the download ended: the last shards' (nothing else waits on it)
+    seconds = {"download": round(download_s, 3), "score_after_download": round(time.perf_counter() - t0 - download_s, 3)}
+    return {"download": status, "score": outcome["score"], "seconds": seconds}
