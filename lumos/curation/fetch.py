@@ -8,6 +8,13 @@ Ray actors (:func:`lumos.runtime.ray.map_shard_stream`), or this process. The sc
 those :func:`lumos.curation.score.score_source` writes (same jobs, same worker, same stamps), so
 the ``score`` stage that follows finds every stamp current and scores nothing.
 
+Why in the download stage: DVC runs one stage at a time, so the overlap has to live in one
+stage's process. ``curate-download`` and ``curate-score`` stay two stages, each the owner of
+its own out; what the download stage writes into ``scores/`` is a per-shard cache that
+``curate-score`` (whose out is ``persist: true``, so DVC leaves those files in place) checks
+against each shard's stamp (the shard's sha256 and the scorer) and records as its out. A merged
+stage would own both outs, but would then download again whenever a score setting changed.
+
 Errors: a failed download is raised as it is, after the shards it finished are scored (they stay
 valid: a rerun resumes the download and skips them). A failed score is raised when the download
 ends: img2dataset cannot be stopped from another thread, and its finished shards are kept.
@@ -78,12 +85,16 @@ def download_and_score(selected: Path | str, download_dir: Path | str, scores_di
     t0 = time.perf_counter()
     try:
         status = download_source(selected, download_dir, dl, ray=ray, on_ready=on_ready)
-    except BaseException as err:
+    except Exception as err:
         finished.set()
         ready.set()
-        thread.join()
+        thread.join()  # the shards img2dataset finished are scored: a rerun resumes after them
         if "error" in outcome:
             err.add_note(f"scoring the finished shards failed too: {outcome['error']!r}")
+        raise
+    except BaseException:  # Ctrl-C: stop now; every score file is written atomically
+        finished.set()
+        ready.set()
         raise
     download_s = time.perf_counter() - t0
     finished.set()

@@ -90,5 +90,10 @@ def run_catalog(catalog: Path = DEFAULT_CATALOG, profile: Profile | None = None)
     return funnel
 
 
-SHARDED = {"download", "score"}  # stages that fan shards out to Ray and report each one
+SHARDED = {"score"}  # stages that fan shards out to Ray and report each one
+def reports_shards(profile: Profile, stage: str) -> bool:
+    """Whether the stage reports each shard (``on_shard``): score, and download when it scores too."""
+    return stage in SHARDED or (stage == "download" and profile.curation.score_while_downloading)
+
+
 STAGES = {"select": run_select, "download": run_download, "score": run_score, "keep": run_keep}
