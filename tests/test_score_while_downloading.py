@@ -66,20 +66,48 @@ def test_each_shard_is_scored_as_it_finishes_and_the_files_match_the_score_stage
     assert score_source(dl, out, SETTINGS) == {"scored": 0, "cached": 3}  # the score stage after it
 
 
-def test_stream_on_ray_matches_too(tmp_path, ray_cluster):
-    src = write_shards(tmp_path / "src", shards=2, per_shard=6)
-    dl, out, finished, result = tmp_path / "dl", tmp_path / "streamed", threading.Event(), {}
-    seen: list = []
-    thread = _follow(dl, out, finished, result, ray=ray_cluster, workers=1,
-                     on_shard=lambda done, known, outcome: seen.append((done, known, outcome)))
-    _release_shards_one_by_one(src, dl, out)
-    finished.set()
-    thread.join(60)
-    assert result == {"scored": 2, "cached": 0} and seen == [(1, 1, "scored"), (2, 2, "scored")]
-    score_source(src, tmp_path / "sequential", SETTINGS, decode_batch=4)
-    _same_scores(out, tmp_path / "sequential")
-    # the score stage finds every stamp current and checks them itself: no shard goes to Ray
-    assert score_source(dl, out, SETTINGS, ray=ray_cluster) == {"scored": 0, "cached": 2}
+def test_the_stream_dispatch_on_ray_takes_jobs_as_they_arrive(tmp_path, ray_cluster):
+    """map_shard_stream: a host runs each job as soon as it arrives, while later ones do not
+    exist yet (score jobs whose stamps are current: the dispatch, not the scorer, is tested)."""
+    from lumos.curation.score import ScoreWorker, finished_shards, score_job
+    from lumos.runtime import storage
+    from lumos.runtime.ray import map_shard_stream
+
+    dl = write_shards(tmp_path / "dl", shards=3, per_shard=2)
+    score_source(dl, tmp_path / "scores", SETTINGS, decode_batch=4)
+    root, out = storage.normalize(dl), storage.normalize(tmp_path / "scores")
+    jobs = [score_job(t, root, out) for t in finished_shards(root)]
+    done: list = []
+
+    def arrivals():
+        yield []  # nothing finished yet
+        yield jobs[:1]
+        deadline = time.monotonic() + 120
+        while not done:  # the next shards appear only after the first came back
+            assert time.monotonic() < deadline
+            yield []
+        yield jobs[1:]
+
+    results = map_shard_stream(ScoreWorker, (SETTINGS, 4, "cpu"), arrivals(), ray_cluster, workers=1,
+                               poll_s=0.05, on_done=lambda n, known, r: done.append((n, known)))
+    assert results == ["cached"] * 3 and done == [(1, 1), (2, 3), (3, 3)]
+
+
+def test_the_score_stage_after_a_stream_checks_the_stamps_without_ray(tmp_path, monkeypatch):
+    from lumos.config import RaySettings
+    from lumos.curation import score
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("dispatched to Ray")
+
+    dl = write_shards(tmp_path / "dl", shards=2, per_shard=4)
+    score_source(dl, tmp_path / "scores", SETTINGS, decode_batch=4)
+    monkeypatch.setattr(score, "map_shards", no_ray)
+    monkeypatch.setattr(score, "model_gpus", lambda ray, device: 0.0)
+    assert score_source(dl, tmp_path / "scores", SETTINGS, ray=RaySettings()) == {"scored": 0, "cached": 2}
+    (dl / "shards" / "00001.tar").write_bytes(b"changed")  # a stale stamp: to the actors after all
+    with pytest.raises(AssertionError, match="dispatched to Ray"):
+        score_source(dl, tmp_path / "scores", SETTINGS, ray=RaySettings())
 
 
 def _small_selection(curated, tmp_path: Path, rows: int) -> Path:
@@ -97,14 +125,22 @@ def _base_url(curated) -> str:
 
 
 def test_download_and_score_equals_download_then_score(curated, tmp_path):
+    """A failed score is raised once the download ended; the rerun finds every shard downloaded,
+    scores them and writes what download-then-score writes."""
     cfg, root, _ = curated
     dl = cfg.download.model_copy(update={"samples_per_shard": 20})
+    selected = _small_selection(curated, tmp_path, 50)
+    broken = cfg.score.model_copy(update={"aesthetic": Aesthetic(clip_model="no-such-clip")})
     with serve_mini_world(root, _base_url(curated)):
-        result = download_and_score(_small_selection(curated, tmp_path, 50), tmp_path / "download",
-                                    tmp_path / "scores", dl, cfg.score, poll_s=0.05)
+        with pytest.raises(RuntimeError, match="while downloading failed") as err:
+            download_and_score(selected, tmp_path / "download", tmp_path / "scores", dl, broken, poll_s=0.05)
+        assert "no-such-clip" in str(err.value)
+        assert len(list((tmp_path / "download" / "shards").glob("*_stats.json"))) == 3  # downloaded
+    result = download_and_score(selected, tmp_path / "download", tmp_path / "scores", dl, cfg.score,
+                                poll_s=0.05)  # no server: nothing is fetched again
     assert result["download"]["shards"] == 3 and result["score"] == {"scored": 3, "cached": 0}
-    assert result["seconds"]["download"] > 0 and result["seconds"]["score_after_download"] >= 0
     assert sum(result["download"]["status"].values()) == 50
+    assert result["seconds"]["download"] > 0 and result["seconds"]["score_after_download"] >= 0
     score_source(tmp_path / "download", tmp_path / "sequential", cfg.score)
     _same_scores(tmp_path / "scores", tmp_path / "sequential")
     # the score stage that follows (dvc's curate-score) finds every shard current
@@ -116,15 +152,3 @@ def test_a_failed_download_is_raised_as_it_is(curated, tmp_path):
     with pytest.raises(Exception, match="missing.parquet"):
         download_and_score(tmp_path / "missing.parquet", tmp_path / "download", tmp_path / "scores",
                            cfg.download, cfg.score)
-
-
-def test_a_failed_score_is_raised_after_the_download(curated, tmp_path):
-    cfg, root, _ = curated
-    broken = cfg.score.model_copy(update={"aesthetic": Aesthetic(clip_model="no-such-clip")})
-    dl = cfg.download.model_copy(update={"samples_per_shard": 10})
-    with serve_mini_world(root, _base_url(curated)):
-        with pytest.raises(RuntimeError, match="while downloading failed") as err:
-            download_and_score(_small_selection(curated, tmp_path, 10), tmp_path / "download",
-                               tmp_path / "scores", dl, broken)
-    assert "no-such-clip" in str(err.value)
-    assert len(list((tmp_path / "download" / "shards").glob("*_stats.json"))) == 1  # the download finished

@@ -80,9 +80,12 @@ def download_source(selected: Path | str, out_dir: Path | str, dl: Download,
     selected, out = Path(selected), storage.normalize(out_dir)  # out: a folder or a bucket URL
     _prepare(out, _fingerprint(selected, dl))
     n_rows = duckdb.sql(f"SELECT count(*) FROM read_parquet('{selected}')").fetchall()[0][0]
+    shards = -(-n_rows // dl.samples_per_shard)  # img2dataset's shards 0..shards-1
     if on_ready:
-        on_ready(-(-n_rows // dl.samples_per_shard))
-    if n_rows:
+        on_ready(shards)
+    # every shard finished (a rerun): img2dataset would only start its processes to skip them all
+    done = dl.incremental_mode == "incremental" and len(storage.glob(out, "shards/*_stats.json")) >= shards
+    if n_rows and not done:
         download(
             url_list=str(selected),
             input_format="parquet",
