@@ -23,6 +23,7 @@ ends: img2dataset cannot be stopped from another thread, and its finished shards
 from __future__ import annotations
 
 import contextvars
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -69,10 +70,17 @@ def download_and_score(selected: Path | str, download_dir: Path | str, scores_di
             return
         try:
             outcome["score"] = score_stream(download_dir, scores_dir, settings, finished, ray=ray,
-                                            device=device, expected=expected[0], on_shard=on_shard,
+                                            device=device, expected=expected[0],
+                                            on_shard=report if on_shard else None,
                                             decode_batch=decode_batch, poll_s=poll_s, workers=workers)
         except BaseException as err:  # noqa: BLE001 - handed to the main thread
             outcome["error"] = err
+
+    def report(done: int, known: int, outcome: str) -> None:
+        try:  # progress is reported from the score thread: a reporting fault must not fail the stage
+            on_shard(done, known, outcome)
+        except Exception as err:  # noqa: BLE001
+            logging.getLogger(__name__).warning("shard progress not reported: %r", err)
 
     def on_ready(shards: int) -> None:
         expected.append(shards)
@@ -103,5 +111,6 @@ def download_and_score(selected: Path | str, download_dir: Path | str, scores_di
         raise RuntimeError(f"scoring {download_dir} while downloading failed (the download finished: "
                            f"{status}): {outcome['error']}") from outcome["error"]
     # what scoring added after the download ended: the last shards' (nothing else waits on it)
-    seconds = {"download": round(download_s, 3), "score_after_download": round(time.perf_counter() - t0 - download_s, 3)}
+    after = time.perf_counter() - t0 - download_s
+    seconds = {"download": round(download_s, 3), "score_after_download": round(after, 3)}
     return {"download": status, "score": outcome["score"], "seconds": seconds}
