@@ -5,15 +5,19 @@ serves it on a free loopback port, and times, in this one process, on the same m
 
   raw   img2dataset.download of metadata.parquet (url_col URL, webdataset, no re-encoding, the
         tiny profile's processes / threads / timeout / retries / shard size): download only
-  ours  select_source + download_source + score_source (decode, pHash, tiny CLIP aesthetic)
-        + keep_source, the lumos curation of that source
+  ours  select_source + download_and_score (img2dataset's download with each finished shard
+        scored meanwhile: decode, pHash, tiny CLIP aesthetic; curation.score_while_downloading)
+        + keep_source, the lumos curation of that source; ``--sequential``: download_source, then
+        score_source (the path with score_while_downloading: false)
 
 Throughput is input metadata rows per second; target: ours / raw >= 0.9x. `select` drops rows
 before anything is fetched (that helps ours), so the rate over the rows each one actually
-downloaded is printed too.
+downloaded is printed too, and raw img2dataset on ours' selected rows alone (the same fetch:
+what img2dataset's fixed start-up leaves of the per-fetched-row rate).
 
     .venv/bin/python bench/curate_vs_img2dataset.py              # 2000 images
     .venv/bin/python bench/curate_vs_img2dataset.py --images 300
+    .venv/bin/python bench/curate_vs_img2dataset.py --server-process --also-sequential
 """
 
 from __future__ import annotations
@@ -21,8 +25,12 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -36,16 +44,46 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextmanager
+def serve_in_process(root: Path, port: int) -> Iterator[str]:
+    """``root`` on 127.0.0.1:``port`` by ``python -m http.server`` (a ThreadingHTTPServer) in its
+    own process, stopped when the block exits."""
+    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                             "--directory", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"http.server did not start on 127.0.0.1:{port}")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=2000, help="good images in the mini-world")
     ap.add_argument("--workdir", type=Path, help="keep everything here (default: a temp dir)")
+    ap.add_argument("--sequential", action="store_true", help="score after the whole download")
+    ap.add_argument("--server-process", action="store_true",
+                    help="serve the mini-world from its own process (python -m http.server), as a remote "
+                         "server would be, instead of a thread of this process (which scoring in this "
+                         "process competes with for the GIL)")
+    ap.add_argument("--also-sequential", action="store_true",
+                    help="then the sequential path too, in the same run (same load), and check that "
+                         "both wrote the same scores")
     args = ap.parse_args()
 
     import pyarrow.parquet as pq
     from img2dataset import download
     from lumos.config import Source, load_profile
     from lumos.curation.download import download_source, download_status
+    from lumos.curation.fetch import download_and_score
     from lumos.curation.keep import keep_source
     from lumos.curation.score import score_source
     from lumos.curation.select import select_source
@@ -65,16 +103,17 @@ def main() -> None:
         meta = work / "world" / "metadata.parquet"
         pq.write_table(pq.read_table(meta).slice(0, 8), work / "warmup.parquet")
 
-        def raw(url_list: Path, out: Path) -> None:
-            download(url_list=str(url_list), input_format="parquet", url_col="URL",
-                     caption_col="TEXT", output_format="webdataset", output_folder=str(out),
+        def raw(url_list: Path, out: Path, url_col: str = "URL", caption_col: str = "TEXT") -> None:
+            download(url_list=str(url_list), input_format="parquet", url_col=url_col,
+                     caption_col=caption_col, output_format="webdataset", output_folder=str(out),
                      processes_count=dl.processes, thread_count=dl.threads, timeout=dl.timeout_s,
                      retries=dl.retries, resize_mode=dl.resize_mode, image_size=dl.image_size,
                      encode_format=dl.encode_format, disable_all_reencoding=True,
                      number_sample_per_shard=dl.samples_per_shard, distributor=dl.distributor,
                      enable_wandb=False)
 
-        with serve_directory(work / "world", port=port):
+        with (serve_in_process(work / "world", port) if args.server_process
+              else serve_directory(work / "world", port=port)):
             raw(work / "warmup.parquet", work / "warmup")  # untimed: warms caches for both runs
             t0 = time.perf_counter()
             raw(meta, work / "raw" / "shards")
@@ -86,16 +125,42 @@ def main() -> None:
             selected = select_source(cur, source, work / "select")["selected"]
             ours["select"] = time.perf_counter() - t
             t = time.perf_counter()
-            ours_ok = download_source(work / "select" / "selected.parquet", work / "download",
-                                      dl)["status"].get("success", 0)
-            ours["download"] = time.perf_counter() - t
-        t = time.perf_counter()
-        score_source(work / "download", work / "scores", cur.score)
-        ours["score"] = time.perf_counter() - t
+            if args.sequential:
+                ours_ok = download_source(work / "select" / "selected.parquet", work / "download",
+                                          dl)["status"].get("success", 0)
+                ours["download"] = time.perf_counter() - t
+                t = time.perf_counter()
+                score_source(work / "download", work / "scores", cur.score)
+                ours["score"] = time.perf_counter() - t
+            else:
+                fetched = download_and_score(work / "select" / "selected.parquet", work / "download",
+                                             work / "scores", dl, cur.score)
+                ours_ok = fetched["download"]["status"].get("success", 0)
+                ours["download+score"] = time.perf_counter() - t
+                print(f"download_and_score: {fetched['seconds']}")
+            # raw img2dataset on the very rows ours fetched: its fixed start-up (worker processes,
+            # imports) over 393 rows instead of 2026, i.e. what bounds ours per fetched row
+            t = time.perf_counter()
+            raw(work / "select" / "selected.parquet", work / "raw-same" / "shards", "url", "caption")
+            raw_same_s = time.perf_counter() - t
+            if args.also_sequential and not args.sequential:
+                seq, t = {"select": ours["select"]}, time.perf_counter()
+                download_source(work / "select" / "selected.parquet", work / "seq-download", dl)
+                seq["download"] = time.perf_counter() - t
+        if args.also_sequential and not args.sequential:
+            t = time.perf_counter()
+            score_source(work / "seq-download", work / "seq-scores", cur.score)
+            seq["score"] = time.perf_counter() - t
+            # two downloads of the same rows: img2dataset's threads write each tar in their own
+            # finishing order, so compare the rows by key
+            same = all(pq.read_table(a).sort_by("key").equals(pq.read_table(work / "seq-scores" / a.name).sort_by("key"))
+                       for a in sorted((work / "scores").glob("*.parquet")))
         t = time.perf_counter()
         kept = keep_source(work / "select" / "selected.parquet", work / "download",
                            work / "scores", work / "keep", cur.keep)["kept"]
         ours["keep"] = time.perf_counter() - t
+        if args.also_sequential and not args.sequential:
+            seq["keep"] = ours["keep"]
     ours_s = sum(ours.values())
 
     print(f"\nprocesses {dl.processes}, threads {dl.threads}, timeout {dl.timeout_s} s, "
@@ -111,8 +176,20 @@ def main() -> None:
           f"{'met' if ratio >= 0.9 else 'not met'})")
     print(f"ours/raw over fetched rows: {(selected / ours_s) / (rows / raw_s):.2f}x "
           f"(select let {selected} of {rows} rows ({selected / rows:.0%}) through to download)")
-    print(f"download stage alone, fetched rows/s: ours {selected / ours['download']:.1f} "
-          f"vs raw {rows / raw_s:.1f}")
+    print(f"raw img2dataset on the {selected} selected rows alone: {raw_same_s:.2f} s, "
+          f"{selected / raw_same_s:.1f} rows/s ({(selected / raw_same_s) / (rows / raw_s):.2f}x raw's "
+          f"rate over {rows}); ours/raw on the same rows: {raw_same_s / ours_s:.2f}x")
+    if "download" in ours:
+        print(f"download stage alone, fetched rows/s: ours {selected / ours['download']:.1f} "
+              f"vs raw {rows / raw_s:.1f}")
+    print(f"RESULT fetched_ratio={(selected / ours_s) / (rows / raw_s):.2f} "
+          f"mode={'sequential' if args.sequential else 'score_while_downloading'}")
+    if args.also_sequential and not args.sequential:
+        seq_s = sum(seq.values())
+        print("sequential by stage: " + ", ".join(f"{k} {v:.2f} s" for k, v in seq.items())
+              + f"; scores identical to score_while_downloading's: {same}")
+        print(f"RESULT fetched_ratio={(selected / seq_s) / (rows / raw_s):.2f} mode=sequential "
+              f"(same rows: {raw_same_s / seq_s:.2f}x)")
 
 
 if __name__ == "__main__":

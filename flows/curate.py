@@ -26,7 +26,7 @@ from flows.mini_world import mini_world_flow
 def run_stage(stage: str, source_name: str, params: str) -> dict:
     profile = load_params(params).active
     source = stages.sources(profile, [source_name])[0]
-    if stage in stages.SHARDED:  # per-shard fan-out on Ray: progress per shard
+    if stages.reports_shards(profile, stage):  # per-shard fan-out on Ray: progress per shard
         result = stages.STAGES[stage](profile, source, on_shard=shard_progress(stage, source_name))
     else:
         result = stages.STAGES[stage](profile, source)

@@ -190,6 +190,9 @@ class Curation(Section):
     dedup: Dedup = Dedup()
     # select takes quota x this many rows, so that the quota survives download, decode and keep
     quota_overfetch: Annotated[float, Field(ge=1.0)] = 1.5
+    # download also scores each shard as img2dataset finishes it (lumos/curation/fetch.py); the
+    # score stage then finds every shard's scores current
+    score_while_downloading: bool = False
 
     def select_rules(self, source: Source) -> SelectRules:
         """The profile's select rules with the source's own keys on top."""
@@ -629,8 +632,10 @@ class Storage(Section):
     """
 
     curation: str = "datasets/curation"  # select/, download/ (img2dataset shards), scores/, keep/
-    features: str = "datasets/features"  # i2i/ (features-i2i's cache)
+    features: str = "datasets/features"  # i2i/, t2i/, t5/, nvs/, i2v/: the features-* caches
     captions: str = "datasets/t2i/captions"  # parts/<shard>.parquet, captions.parquet (caption stage)
+    clips: str = "datasets/clips"  # webvid/ (prepare-webvid's clip shards, index.parquet)
+    renders: str = "datasets/renders"  # objaverse/, gso/ (render-objaverse), views.parquet
 
 
 class Profile(Section):

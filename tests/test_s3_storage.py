@@ -223,3 +223,49 @@ def test_dvc_remote_on_the_bucket_push_then_pull_into_a_fresh_clone_makes_repro_
     assert "up to date" in _run([dvc, "status"], clone)
     repro = _run([dvc, "repro"], clone)
     assert "Running stage" not in repro and "didn't change" in repro
+
+
+def test_renders_and_nvs_features_on_the_bucket_read_back_by_the_training_reader(tmp_path, params, bucket):
+    """params storage.renders / storage.features on the bucket: render-objaverse and features-nvs
+    write there, a rerun skips every object, and NVSStream (training) and NVSObjects (sampling)
+    read the same tensors as a local run of the same stage gives."""
+    import torch
+
+    from lumos.data.nvs import NVSObjects, NVSStream
+    from lumos.data.stream import ShardCache
+    from lumos.demo.meshes import build_meshes
+    from lumos.render.stages import run_render
+    from lumos.tasks import nvs_stages
+
+    from conftest import without_run_outputs
+
+    recs = build_meshes(tmp_path / "meshes", n=2, seed=0)
+    (tmp_path / "objects.json").write_text(json.dumps({r["uid"]: f"meshes/{r['path']}" for r in recs}))
+    p = without_run_outputs(params.active)
+    p = p.model_copy(update={
+        "nvs": p.nvs.model_copy(update={"objects": str(tmp_path / "objects.json"), "views": 3, "resolution": 16,
+                                        "eval_azimuths": 2, "renderer": "raycast"}),
+        "ray": p.ray.model_copy(update={"in_process_max_shards": 100}),  # in this process: no actors
+        "storage": p.storage.model_copy(update={"renders": f"{bucket}/renders", "features": f"{bucket}/features"})})
+    assert run_render(p)["rendered"] == 2
+    assert storage.exists(f"{bucket}/renders/views.parquet")
+    uid = recs[0]["uid"]
+    assert storage.exists(f"{bucket}/renders/objaverse/{uid}/_DONE")
+    counts = nvs_stages.run_features(p)
+    assert counts["objaverse"]["computed"] == 2 and counts["gso"]["computed"] == 2
+    assert nvs_stages.run_features(p)["objaverse"] == {"computed": 0, "cached": 2, "objects": 2}  # rerun
+
+    local = p.model_copy(update={"storage": p.storage.model_copy(update={
+        "renders": str(tmp_path / "renders"), "features": str(tmp_path / "features")})})
+    run_render(local)
+    nvs_stages.run_features(local)
+    remote_stream = NVSStream(f"{bucket}/features/nvs/objaverse")
+    local_stream = NVSStream(tmp_path / "features" / "nvs" / "objaverse")
+    assert remote_stream.shards[0].url.startswith(f"{bucket}/features/nvs/objaverse/")
+    assert remote_stream.uids == local_stream.uids == sorted(r["uid"] for r in recs)
+    got = remote_stream.load_rows(remote_stream.shards[1], [0, 5], ShardCache())
+    want = local_stream.load_rows(local_stream.shards[1], [0, 5], ShardCache())
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+    gso_remote, gso_local = NVSObjects(f"{bucket}/features/nvs/gso"), NVSObjects(tmp_path / "features/nvs/gso")
+    assert gso_remote.uids == gso_local.uids
+    assert all(torch.equal(gso_remote.tensors[k], gso_local.tensors[k]) for k in gso_local.tensors)

@@ -20,7 +20,8 @@ from lumos.runtime import storage
 from lumos.runtime.device import resolve_device
 from lumos.runtime.ray import model_gpus
 
-SUBSET_DIR, CAPTIONS_DIR, T5_DIR = T2I_SUBSET.parent, CAPTIONS.parent, Path("datasets/features/t5")
+SUBSET_DIR, CAPTIONS_DIR = T2I_SUBSET.parent, CAPTIONS.parent
+T5_DIR = Path("datasets/features/t5")  # the default of storage.features + /t5
 
 
 def run_subset(profile: Profile, catalog: Path = DEFAULT_CATALOG) -> dict:
@@ -59,6 +60,11 @@ def run_caption(profile: Profile, stop_after: int | None = None, on_shard=None) 
                           device=profile.device, ray=ray, on_shard=on_shard)
 
 
+def t5_location(profile: Profile) -> str:
+    """The T5 cache (params ``storage.features``/t5): a folder or a bucket."""
+    return f"{profile.storage.features.rstrip('/')}/t5"
+
+
 def run_text_features(profile: Profile, on_shard=None) -> dict:
     """The T5 cache on Ray (params ``ray``), on the params' device in text_encoder.precision."""
     t = profile.text_encoder
@@ -66,7 +72,7 @@ def run_text_features(profile: Profile, on_shard=None) -> dict:
     name = t.pretrained or f"lumos-tiny-{t.name}"  # what the encoder's .name reports
     fingerprint = {"text_encoder": t.model_dump(), "model": name}
     captions = storage.join(captions_location(profile), "captions.parquet")
-    return extract_text_features(T2I_SUBSET, captions, T5_DIR, batch_size=64, precision=t.precision,
+    return extract_text_features(T2I_SUBSET, captions, t5_location(profile), batch_size=64, precision=t.precision,
                                  fingerprint=fingerprint, build=partial(build_text_encoder, t, worker_device),
                                  device=profile.device, ray=profile.ray, on_shard=on_shard,
                                  caption_noise=profile.t2i_data.caption_noise, noise_seed=profile.t2i_data.seed)

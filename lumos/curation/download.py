@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -63,9 +64,11 @@ def check_distributor(name: str) -> None:
 
 
 def download_source(selected: Path | str, out_dir: Path | str, dl: Download,
-                    ray: RaySettings | None = None) -> dict:
+                    ray: RaySettings | None = None, on_ready: Callable[[int], None] | None = None) -> dict:
     """Download one source's selection into ``out_dir`` (resumable); returns status counts.
-    ``ray``: where ``distributor: ray`` runs (default: ``RaySettings()``, the run's local Ray)."""
+    ``ray``: where ``distributor: ray`` runs (default: ``RaySettings()``, the run's local Ray).
+    ``on_ready(shards)``: called once the folder is prepared (old shards of another selection
+    removed), before img2dataset starts, with the number of shards the selection makes."""
     check_distributor(dl.distributor)
     if dl.distributor == "ray":
         from lumos.runtime.ray import ensure_ray, release_hosts
@@ -77,7 +80,12 @@ def download_source(selected: Path | str, out_dir: Path | str, dl: Download,
     selected, out = Path(selected), storage.normalize(out_dir)  # out: a folder or a bucket URL
     _prepare(out, _fingerprint(selected, dl))
     n_rows = duckdb.sql(f"SELECT count(*) FROM read_parquet('{selected}')").fetchall()[0][0]
-    if n_rows:
+    shards = -(-n_rows // dl.samples_per_shard)  # img2dataset's shards 0..shards-1
+    if on_ready:
+        on_ready(shards)
+    # every shard finished (a rerun): img2dataset would only start its processes to skip them all
+    done = dl.incremental_mode == "incremental" and len(storage.glob(out, "shards/*_stats.json")) >= shards
+    if n_rows and not done:
         download(
             url_list=str(selected),
             input_format="parquet",

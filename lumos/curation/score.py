@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from lumos.config import RaySettings, ScoreSettings
 from lumos.curation.aesthetic import AestheticScorer, scorer_fingerprint
 from lumos.curation.decode import upright
 from lumos.runtime import storage
-from lumos.runtime.ray import map_shards, model_gpus, run_local
+from lumos.runtime.ray import map_shards, model_gpus, run_local, run_shard_stream
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 SCORES_SCHEMA = pa.schema([
@@ -144,11 +145,18 @@ class ScoreWorker:
         self.fingerprint = scorer_fingerprint(settings.aesthetic)
         self.scorer = scorer
 
+    def depends(self, job: ScoreJob) -> dict:
+        """What the shard's scores depend on: its stamp's content."""
+        return {"shard_sha256": _sha256(job.tar), "max_pixels": self.settings.max_pixels,
+                "scorer": self.fingerprint, "analysis_side": ANALYSIS_SIDE}
+
+    def cached(self, job: ScoreJob, depends: dict | None = None) -> bool:
+        return (storage.exists(job.cache) and storage.exists(job.stamp)
+                and json.loads(storage.read_bytes(job.stamp)) == (depends or self.depends(job)))
+
     def run(self, job: ScoreJob) -> str:
-        depends = {"shard_sha256": _sha256(job.tar), "max_pixels": self.settings.max_pixels,
-                   "scorer": self.fingerprint, "analysis_side": ANALYSIS_SIDE}
-        if (storage.exists(job.cache) and storage.exists(job.stamp)
-                and json.loads(storage.read_bytes(job.stamp)) == depends):
+        depends = self.depends(job)
+        if self.cached(job, depends):
             return "cached"
         if self.scorer is None:  # built only when a shard needs it
             from lumos.runtime.device import resolve_device
@@ -162,6 +170,38 @@ class ScoreWorker:
         return "scored"
 
 
+def score_job(tar: str, download_dir: str, out_dir: str) -> ScoreJob:
+    """The job of one finished shard ``<download_dir>/shards/<n>.tar`` (normalised locations)."""
+    name = tar.rsplit("/", 1)[1].removesuffix(".tar")
+    return ScoreJob(tar=tar, shard=_relative(tar, download_dir), cache=storage.join(out_dir, f"{name}.parquet"),
+                    stamp=storage.join(out_dir, f"{name}.json"))
+
+
+def finished_shards(download_dir: str) -> list[str]:
+    """img2dataset's finished shards: it writes ``<n>_stats.json`` after closing ``<n>.tar``
+    and ``<n>.parquet`` (img2dataset/downloader.py, download_shard), so a stats file marks both."""
+    return [p.replace("_stats.json", ".tar") for p in storage.glob(download_dir, "shards/*_stats.json")]
+
+
+def remove_stale(out_dir: str, jobs: list[ScoreJob]) -> None:
+    """Scores of shards that no longer exist must not be left behind."""
+    names = {j.cache for j in jobs}
+    for stale in storage.glob(out_dir, "*.parquet"):
+        if stale not in names:
+            storage.remove(stale)
+            storage.remove(stale.removesuffix(".parquet") + ".json")
+
+
+# score_source checks current stamps itself (no actor start-up) up to this many shard bytes; above
+# it the actors' parallel hashing is worth their start-up
+PRECHECK_MAX_BYTES = 2 << 30
+
+
+def _total_bytes(jobs: list[ScoreJob]) -> int:
+    fs = storage.fs_and_path(jobs[0].tar)[0]
+    return sum(fs.size(storage.fs_and_path(j.tar)[1]) for j in jobs)
+
+
 def score_source(download_dir: Path | str, out_dir: Path | str, settings: ScoreSettings,
                  scorer: AestheticScorer | None = None, ray: RaySettings | None = None,
                  device: str = "auto", on_shard: Callable[[int, int, str], None] | None = None,
@@ -170,26 +210,61 @@ def score_source(download_dir: Path | str, out_dir: Path | str, settings: ScoreS
     are skipped. ``ray`` given: the shards fan out to Ray actors; None: in this process."""
     download_dir, out_dir = storage.normalize(download_dir), storage.normalize(out_dir)
     storage.makedirs(out_dir)
-    root = download_dir
-    finished = [p.replace("_stats.json", ".tar") for p in storage.glob(download_dir, "shards/*_stats.json")]
-    jobs = []
-    for tar in finished:
-        name = tar.rsplit("/", 1)[1].removesuffix(".tar")
-        jobs.append(ScoreJob(tar=tar, shard=_relative(tar, root), cache=storage.join(out_dir, f"{name}.parquet"),
-                             stamp=storage.join(out_dir, f"{name}.json")))
+    jobs = [score_job(tar, download_dir, out_dir) for tar in finished_shards(download_dir)]
+    outcomes: list[str] = []
     if ray is None:
         outcomes = run_local(ScoreWorker, (settings, decode_batch, device, scorer), jobs, on_shard)
     else:
-        outcomes = map_shards(ScoreWorker, (settings, decode_batch, device), jobs, ray,
-                              gpus_per_task=model_gpus(ray, device), on_done=on_shard)
-    counts = {"scored": outcomes.count("scored"), "cached": outcomes.count("cached")}
-    # Shards that no longer exist must not leave stale scores behind.
-    names = {j.cache for j in jobs}
-    for stale in storage.glob(out_dir, "*.parquet"):
-        if stale not in names:
-            storage.remove(stale)
-            storage.remove(stale.removesuffix(".parquet") + ".json")
-    return counts
+        todo = jobs
+        if jobs and all(storage.exists(j.stamp) for j in jobs) and _total_bytes(jobs) <= PRECHECK_MAX_BYTES:
+            # e.g. after `curation.score_while_downloading`: every stamp is there, so check them
+            # here (hashing the shards the actors would hash) rather than start actors for nothing
+            from concurrent.futures import ThreadPoolExecutor
+
+            checker = ScoreWorker(settings, decode_batch, device)
+            with ThreadPoolExecutor(8) as pool:
+                todo = [j for j, hit in zip(jobs, pool.map(checker.cached, jobs)) if not hit]
+            outcomes = ["cached"] * (len(jobs) - len(todo))
+        if todo:
+            outcomes += map_shards(ScoreWorker, (settings, decode_batch, device), todo, ray,
+                                   gpus_per_task=model_gpus(ray, device), on_done=on_shard)
+    remove_stale(out_dir, jobs)
+    return {"scored": outcomes.count("scored"), "cached": outcomes.count("cached")}
+
+
+def watch_shards(download_dir: Path | str, out_dir: Path | str, finished: threading.Event,
+                 seen: list[ScoreJob]) -> Iterator[list[ScoreJob]]:
+    """Jobs of the shards img2dataset finishes while it runs: each pull yields those whose
+    ``_stats.json`` appeared since the last one (often none); after ``finished`` is set, one
+    last look, then it ends. Every job yielded is appended to ``seen``."""
+    download_dir, out_dir = storage.normalize(download_dir), storage.normalize(out_dir)
+    known = {j.tar for j in seen}
+    while True:
+        last = finished.is_set()  # read before listing: a shard done before this is listed now
+        storage.fs_and_path(download_dir)[0].invalidate_cache()  # s3fs keeps listings otherwise
+        new = [score_job(t, download_dir, out_dir) for t in finished_shards(download_dir) if t not in known]
+        known.update(j.tar for j in new)
+        seen.extend(new)
+        yield new
+        if last:
+            return
+
+
+def score_stream(download_dir: Path | str, out_dir: Path | str, settings: ScoreSettings,
+                 finished: threading.Event, ray: RaySettings | None = None, device: str = "auto",
+                 expected: int | None = None, on_shard: Callable[[int, int, str], None] | None = None,
+                 decode_batch: int = 64, poll_s: float = 0.5, workers: int | None = None) -> dict:
+    """:func:`score_source` for a download in progress: each shard is scored as soon as
+    img2dataset finishes it, until ``finished`` is set and the last shards are scored. The
+    outputs are the same files :func:`score_source` writes (same jobs, same worker)."""
+    download_dir, out_dir = storage.normalize(download_dir), storage.normalize(out_dir)
+    storage.makedirs(out_dir)
+    seen: list[ScoreJob] = []
+    outcomes = run_shard_stream(ScoreWorker, (settings, decode_batch, device),
+                                watch_shards(download_dir, out_dir, finished, seen), ray, device=device,
+                                expected=expected, workers=workers, poll_s=poll_s, on_done=on_shard)
+    remove_stale(out_dir, seen)
+    return {"scored": outcomes.count("scored"), "cached": outcomes.count("cached")}
 
 
 def _relative(location: str, root: str) -> str:

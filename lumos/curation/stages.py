@@ -13,6 +13,7 @@ from pathlib import Path
 from lumos.config import DEFAULT_PARAMS, Profile, Source, load_params
 from lumos.curation.catalog import DEFAULT_CATALOG, build_catalog, query
 from lumos.curation.download import download_source
+from lumos.curation.fetch import download_and_score
 from lumos.curation.keep import keep_source
 from lumos.curation.score import score_source
 from lumos.curation.select import select_source
@@ -46,13 +47,20 @@ def run_select(profile: Profile, source: Source) -> dict:
     return select_source(profile.curation, source, SELECT / source.name)
 
 
-def run_download(profile: Profile, source: Source) -> dict:
+def run_download(profile: Profile, source: Source, on_shard=None) -> dict:
+    """img2dataset's download; with ``curation.score_while_downloading`` each finished shard is
+    scored meanwhile (``on_shard(done, known, outcome)`` per scored shard)."""
     server = (serve_mini_world(MINI_WORLD_DIR, profile.mini_world.base_url)
               if source.serve_mini_world else nullcontext())
+    selected = SELECT / source.name / "selected.parquet"
+    download = f"{shard_root(profile, 'download')}/{source.name}"
     with server:
-        return download_source(SELECT / source.name / "selected.parquet",
-                               f"{shard_root(profile, 'download')}/{source.name}", profile.curation.download,
-                               ray=profile.ray)
+        if not profile.curation.score_while_downloading:
+            return download_source(selected, download, profile.curation.download, ray=profile.ray)
+        return download_and_score(selected, download, f"{shard_root(profile, 'scores')}/{source.name}",
+                                  profile.curation.download, profile.curation.score, ray=profile.ray,
+                                  device=profile.device, decode_batch=profile.ray.decode_batch,
+                                  on_shard=on_shard)
 
 
 def run_score(profile: Profile, source: Source, on_shard=None) -> dict:
@@ -83,4 +91,9 @@ def run_catalog(catalog: Path = DEFAULT_CATALOG, profile: Profile | None = None)
 
 
 SHARDED = {"score"}  # stages that fan shards out to Ray and report each one
+def reports_shards(profile: Profile, stage: str) -> bool:
+    """Whether the stage reports each shard (``on_shard``): score, and download when it scores too."""
+    return stage in SHARDED or (stage == "download" and profile.curation.score_while_downloading)
+
+
 STAGES = {"select": run_select, "download": run_download, "score": run_score, "keep": run_keep}

@@ -67,7 +67,9 @@ class FeatureShards(Dataset):
     def __init__(self, root: Path | str, first: int | None = None) -> None:
         """``first``: read only the first that many samples (in shard, then key order), slice by
         slice from as few shards as hold them (sampling draws a few; the cache may be huge)."""
-        files = sorted(Path(root).glob("*.safetensors"))
+        from lumos.data.stream import list_shards, load_shard
+
+        files = list_shards(str(root))  # a local folder or an fsspec URL (params storage.features)
         if not files:
             raise FileNotFoundError(f"no feature shards in {root}: run the features stage first")
         self.keys: list[str] = []
@@ -75,7 +77,15 @@ class FeatureShards(Dataset):
         for file in files:
             if first is not None and len(self.keys) >= first:
                 break
-            with safe_open(str(file), framework="pt") as f:
+            if "://" in file:  # remote: one whole-file read
+                tensors, meta = load_shard(file)
+                keys = json.loads(meta["keys"])
+                n = len(keys) if first is None else min(len(keys), first - len(self.keys))
+                self.keys += keys[:n]
+                for k in TENSORS:
+                    parts[k].append(tensors[k][:n])
+                continue
+            with safe_open(file, framework="pt") as f:
                 keys = json.loads(f.metadata()["keys"])
                 n = len(keys) if first is None else min(len(keys), first - len(self.keys))
                 self.keys += keys[:n]

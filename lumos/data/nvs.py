@@ -10,6 +10,7 @@ x_b = R x_a + T is computed on the fly from the two world-to-camera matrices.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,10 +32,12 @@ from lumos.render.pairs import composite
 from lumos.render.renderer import DONE
 
 
-def load_views(obj_dir: Path) -> tuple[torch.Tensor, dict]:
-    """(V,3,R,R) float [0,1] views on white, and the object's cameras.json."""
-    meta = json.loads((obj_dir / "cameras.json").read_text())
-    views = [composite(np.asarray(Image.open(obj_dir / v["image"]).convert("RGBA"))) for v in meta["views"]]
+def load_views(obj_dir: Path | str) -> tuple[torch.Tensor, dict]:
+    """(V,3,R,R) float [0,1] views on white, and the object's cameras.json (``obj_dir``: a
+    folder or an fsspec URL, params ``storage.renders``)."""
+    meta = json.loads(storage.read_bytes(storage.join(obj_dir, "cameras.json")))
+    views = [composite(np.asarray(Image.open(io.BytesIO(storage.read_bytes(storage.join(obj_dir, v["image"]))))
+                                  .convert("RGBA"))) for v in meta["views"]]
     return torch.from_numpy(np.stack(views)).permute(0, 3, 1, 2).contiguous(), meta
 
 
@@ -63,7 +66,7 @@ class ObjectFeatureWorker:
         if self.models is None:
             self.models = tuple(place(m, self.device, self.precision) for m in self.build())
         vae, encoder = self.models
-        x, cams = load_views(Path(job.obj_dir))
+        x, cams = load_views(job.obj_dir)
         means, stds, conds = [], [], []
         for i in range(0, len(x), self.batch_size):
             batch = x[i: i + self.batch_size].to(self.device)
@@ -84,12 +87,13 @@ def extract_nvs_features(render_dir: Path | str, out_dir: Path | str, build: Cal
                          ray: RaySettings | None = None,
                          on_shard: Callable[[int, int, str], None] | None = None) -> dict:
     """One feature file per finished rendered object (fans out per object on Ray when ``ray``)."""
-    render_dir, out = Path(render_dir), storage.normalize(out_dir)
+    render_dir, out = storage.normalize(render_dir), storage.normalize(out_dir)  # folders or fsspec URLs
     storage.makedirs(out)
-    objects = sorted(p for p in render_dir.iterdir() if (p / DONE).exists()) if render_dir.exists() else []
-    jobs = [ObjectJob(str(obj.resolve()), storage.join(out, f"{obj.name}.safetensors"),
-                      {"fingerprint": fingerprint, "uid": obj.name,
-                       "cameras": json.loads((obj / "cameras.json").read_text())}) for obj in objects]
+    objects = [done.rsplit("/", 2)[1] for done in storage.glob(render_dir, f"*/{DONE}")]  # finished ones
+    jobs = [ObjectJob(storage.join(render_dir, uid), storage.join(out, f"{uid}.safetensors"),
+                      {"fingerprint": fingerprint, "uid": uid,
+                       "cameras": json.loads(storage.read_bytes(storage.join(render_dir, uid, "cameras.json")))})
+            for uid in objects]
     outcomes = run_shards(ObjectFeatureWorker, (build, batch_size, device, precision), jobs, ray,
                           device=device, on_done=on_shard)
     wanted = {j.target for j in jobs}
@@ -118,17 +122,17 @@ class NVSObjects:
 
     def __init__(self, root: Path | str, first: int | None = None) -> None:
         """``first``: read only the first that many objects (sampling draws a few)."""
-        files = sorted(Path(root).glob("*.safetensors"))
+        files = list_shards(str(root))  # a local folder or an fsspec URL (params storage.features)
         if not files:
             raise FileNotFoundError(f"no NVS features in {root}: run features-nvs first")
         files = files[:first] if first is not None else files
         self.uids, parts, self.meta = [], {}, []
         for file in files:
-            with safe_open(str(file), framework="pt") as f:
-                for k in ("latent_mean", "latent_std", "condition", "w2c"):
-                    parts.setdefault(k, []).append(f.get_tensor(k))
-                self.meta.append(json.loads(f.metadata()["meta"]))
-            self.uids.append(file.stem)
+            tensors, meta = load_shard(file)  # one whole-file read (one request on S3)
+            for k in ("latent_mean", "latent_std", "condition", "w2c"):
+                parts.setdefault(k, []).append(tensors[k])
+            self.meta.append(json.loads(meta["meta"]))
+            self.uids.append(file.rsplit("/", 1)[-1].removesuffix(".safetensors"))
         views = {t.shape[0] for t in parts["w2c"]}
         if len(views) != 1:
             raise ValueError(f"{root}: objects have different view counts {sorted(views)}")

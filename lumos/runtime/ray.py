@@ -269,6 +269,86 @@ def map_shards(worker_cls: type, init_args: tuple, jobs: Iterable[Any], cfg: Ray
     return results
 
 
+def map_shard_stream(worker_cls: type, init_args: tuple, arrivals: Iterable[list], cfg: RaySettings, *,
+                     gpus_per_task: float = 0.0, workers: int | None = None, poll_s: float = 0.5,
+                     on_done: Callable[[int, int, Any], None] | None = None) -> list[Any]:
+    """:func:`map_shards` for jobs that appear while it runs (shards another process is still
+    writing). ``arrivals`` yields lists of new jobs, possibly empty, and ends when no more will
+    come; it is pulled again after each finished shard or every ``poll_s`` seconds, so the hosts
+    start (and build their models) before the first job exists. Same hosts, retries and failure
+    handling as :func:`map_shards`; ``on_done(done, known so far, result)``."""
+    import ray
+
+    ensure_ray(cfg)
+    options = {"num_cpus": cfg.cpus_per_task, "num_gpus": gpus_per_task,
+               "max_restarts": -1, "max_task_retries": cfg.max_retries}
+    env = forwarded_env()
+    if env:
+        options["runtime_env"] = {"env_vars": env}
+    token, spec = _spec_token(worker_cls, init_args), [ray.put((worker_cls, init_args))]
+    idle = list(_host_pool(workers or worker_slots(cfg, gpus_per_task), options))
+    waiting: list = []
+    running: dict = {}  # ObjectRef -> host
+    results: list = []
+    known, more = 0, True
+    source = iter(arrivals)
+    try:
+        while more or waiting or running:
+            if more:
+                try:
+                    new = next(source)
+                    waiting.extend(new)
+                    known += len(new)
+                except StopIteration:
+                    more = False
+            while idle and waiting:
+                host = idle.pop()
+                ref = host.run.options(retry_exceptions=list(TRANSIENT_ERRORS)).remote(token, spec, waiting.pop(0))
+                running[ref] = host
+            if not running:
+                if more:
+                    time.sleep(poll_s)
+                continue
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=poll_s if more else None)
+            for ref in ready:
+                idle.append(running.pop(ref))
+                results.append(ray.get(ref))
+                if on_done:
+                    on_done(len(results), known, results[-1])
+    except BaseException:
+        release_hosts()  # shards still running there must not outlive the failed stage
+        raise
+    return results
+
+
+def run_local_stream(worker_cls: type, init_args: tuple, arrivals: Iterable[list], poll_s: float = 0.5,
+                     on_done: Callable[[int, int, Any], None] | None = None) -> list[Any]:
+    """:func:`map_shard_stream` in this process: each job as it arrives, one after another."""
+    worker, results, known = None, [], 0
+    for new in arrivals:
+        if not new:
+            time.sleep(poll_s)
+            continue
+        known += len(new)
+        worker = worker or worker_cls(*init_args)
+        for job in new:
+            results.append(worker.run(job))
+            if on_done:
+                on_done(len(results), known, results[-1])
+    return results
+
+
+def run_shard_stream(worker_cls: type, init_args: tuple, arrivals: Iterable[list], cfg: RaySettings | None, *,
+                     device: str = "cpu", expected: int | None = None, workers: int | None = None,
+                     poll_s: float = 0.5, on_done: Callable[[int, int, Any], None] | None = None) -> list[Any]:
+    """:func:`run_shards` for jobs that appear while it runs: on Ray when ``cfg`` is given and
+    the ``expected`` number of jobs is above ``cfg.in_process_max_shards``, else in this process."""
+    if cfg is None or (expected is not None and expected <= cfg.in_process_max_shards):
+        return run_local_stream(worker_cls, init_args, arrivals, poll_s, on_done)
+    return map_shard_stream(worker_cls, init_args, arrivals, cfg, gpus_per_task=model_gpus(cfg, device),
+                            workers=workers, poll_s=poll_s, on_done=on_done)
+
+
 def run_local(worker_cls: type, init_args: tuple, jobs: Iterable[Any],
               on_done: Callable[[int, int, Any], None] | None = None) -> list[Any]:
     """The same jobs in this process, one after another (``ray: null`` callers, tests, benches)."""

@@ -124,20 +124,19 @@ class NVSSampleWorker(SampleWorker):
     """``unit.inputs``: (the object's feature file, its rendered views folder); ``settings``: azimuths."""
 
     def generate(self, unit: SampleUnit, m: dict) -> Result:
-        from safetensors import safe_open
-
         from lumos.data.nvs import load_views
+        from lumos.data.stream import load_shard
         from lumos.eval.foreground import foreground_iou
         from lumos.sample.i2i import save_grid, save_png
         from lumos.sample.nvs import novel_views
 
         features, views = unit.inputs
-        with safe_open(features, framework="pt") as f:
-            mean, cond, w2c = (f.get_tensor(k) for k in ("latent_mean", "condition", "w2c"))
+        tensors, _ = load_shard(features)  # a local file or a bucket URL (storage.features)
+        mean, cond, w2c = (tensors[k] for k in ("latent_mean", "condition", "w2c"))
         device = next(m["model"].parameters()).device
         pred = novel_views(m["model"], m["vae"], mean[0].to(device), cond[0].to(device), w2c[0].to(device),
                            w2c.to(device), self.diffusion, unit.seed).float().cpu()
-        truth, _ = load_views(Path(views))
+        truth, _ = load_views(views)
         uid, n_az = unit.name, self.settings["azimuths"]
         for i, img in enumerate(pred):
             save_png(img, self.out / uid / f"{i:03d}.png")

@@ -26,15 +26,23 @@ from lumos.tasks.priors import prior_checkpoint
 from lumos.tasks.runs import fine_tune_config, run_fine_tune, write_summary
 from lumos.train.lineage import lineage
 from lumos.train.loop import latest_checkpoint
+from lumos.video.stages import clips_location
 
-CLIPS = Path("datasets/clips/webvid")
+CLIPS = Path("datasets/clips/webvid")  # the defaults of storage.clips + /webvid, storage.features + /i2v
 FEATURES = Path("datasets/features/i2v")
 MODELS = Path("models/i2v")
 SAMPLES = Path("samples/i2v")
 
 
-def run_features(profile: Profile, clips: Path = CLIPS, out: Path = FEATURES, on_shard=None) -> dict:
+def features_location(profile: Profile) -> str:
+    """``storage.features``/i2v: the local default or a bucket URL."""
+    return f"{profile.storage.features.rstrip('/')}/i2v"
+
+
+def run_features(profile: Profile, clips: Path | str | None = None, out: Path | str | None = None,
+                 on_shard=None) -> dict:
     """features-i2v on Ray (params ``ray``), on the params' device and features.precision."""
+    clips, out = clips or clips_location(profile), out or features_location(profile)
     fingerprint = {"vae": profile.vae.model_dump(), "vision_encoder": profile.vision_encoder.model_dump(),
                    "frames": profile.i2v.frames, "resolution": profile.i2v.resolution}
     return extract_i2v_features(clips, out, partial(build_encoders, profile.vae, profile.vision_encoder),
@@ -42,9 +50,10 @@ def run_features(profile: Profile, clips: Path = CLIPS, out: Path = FEATURES, on
                                 ray=profile.ray, on_shard=on_shard)
 
 
-def run_train(profile: Profile, features: Path = FEATURES, out: Path = MODELS,
+def run_train(profile: Profile, features: Path | str | None = None, out: Path = MODELS,
               prior_roots: dict | None = None, stop_after: int | None = None) -> dict:
     ft = profile.i2v.train
+    features = features or features_location(profile)
     data = FeatureStream(features)
     mean, cond = data.shapes["latent_mean"], data.shapes["condition"]  # (F,C,h,w), (M,d)
     model_args = {"variant": profile.model.variant, "latent_channels": mean[1],
@@ -56,12 +65,13 @@ def run_train(profile: Profile, features: Path = FEATURES, out: Path = MODELS,
                    GaussianDiffusion(profile.diffusion.train_steps, profile.model.vlb_weight))
     config = fine_tune_config(
         "i2v", "video", model_args, ft, profile, {"clips": len(data), "frames": mean[0]},
-        lineage(ft.prior, parent, {"i2v_features": str(features), "clips": str(CLIPS)},
+        lineage(ft.prior, parent, {"i2v_features": str(features), "clips": clips_location(profile)},
                 {"clips": "datasets/clips/webvid/index.parquet WHERE status = 'ok'"}))
     return run_fine_tune(task, ft, profile, out, config, stop_after)
 
 
-def run_sample(profile: Profile, models: Path = MODELS, features: Path = FEATURES, out: Path = SAMPLES) -> dict:
+def run_sample(profile: Profile, models: Path = MODELS, features: Path | str | None = None,
+               out: Path = SAMPLES) -> dict:
     """The first frames of the first ``i2v.sample_clips`` prepared clips -> generated clips."""
     ckpt = latest_checkpoint(models)
     if ckpt is None:
@@ -69,7 +79,7 @@ def run_sample(profile: Profile, models: Path = MODELS, features: Path = FEATURE
     from lumos.runtime.units import checkpoint_id
     from lumos.sample.workers import I2VSampleWorker, build_decoder, sample_units
 
-    data = FeatureShards(features, first=profile.i2v.sample_clips)  # only the clips drawn
+    data = FeatureShards(features or features_location(profile), first=profile.i2v.sample_clips)  # only the clips drawn
     n, t = len(data), data.tensors
     settings = {"frames": profile.i2v.frames, "checkpoint": checkpoint_id(ckpt), "vae": profile.vae.model_dump(),
                 "vision_encoder": profile.vision_encoder.model_dump()}

@@ -18,7 +18,7 @@ import duckdb
 import torch
 
 from lumos.caption.mixing import CaptionMixer
-from lumos.caption.stages import T5_DIR
+from lumos.caption.stages import t5_location
 from lumos.config import Optimizer, Profile, T2IStage
 from lumos.curation.catalog import T2I_SUBSET
 from lumos.data.buckets import bucket_table, nearest_bucket
@@ -26,6 +26,7 @@ from lumos.data.t2i import T2IStream, extract_t2i_latents, stage_key
 from lumos.diffusion import GaussianDiffusion
 from lumos.encoders import build_vae
 from lumos.models import backbone_args
+from lumos.runtime import storage
 from lumos.tasks.priors import prior_checkpoint, t2i_final
 from lumos.tasks.runs import _rank, finished, fit, write_summary
 from lumos.tasks.t2i import T2ITask
@@ -38,19 +39,27 @@ SAMPLES = Path("samples/t2i")
 MULTIPLE = 16  # bucket sides: VAE downsampling (8) x DiT patch (2)
 
 
-def run_features(profile: Profile, subset: Path = T2I_SUBSET, out: Path = FEATURES, on_shard=None) -> dict:
+def features_location(profile: Profile) -> str:
+    """``storage.features``/t2i: the local default or a bucket URL."""
+    return f"{profile.storage.features.rstrip('/')}/t2i"
+
+
+def run_features(profile: Profile, subset: Path = T2I_SUBSET, out: Path | str | None = None,
+                 on_shard=None) -> dict:
     """features-t2i on Ray (params ``ray``), per subset shard, on the params' device and features.precision."""
+    out = storage.normalize(out or features_location(profile))
     keys = {(s.resolution, s.multi_aspect) for s in profile.t2i.stages}
     result = {}
     for res, multi in sorted(keys):
         fingerprint = {"vae": profile.vae.model_dump(), "resolution": res, "multi_aspect": multi}
         result[stage_key(res, multi)] = extract_t2i_latents(
-            subset, out / stage_key(res, multi), partial(build_vae, profile.vae), res, multi,
+            subset, storage.join(out, stage_key(res, multi)), partial(build_vae, profile.vae), res, multi,
             profile.features.batch_size, fingerprint, MULTIPLE, decode_batch=profile.ray.decode_batch,
             device=profile.device, precision=profile.features.precision, ray=profile.ray, on_shard=on_shard)
-    for stale in out.iterdir() if out.exists() else []:
-        if stale.name not in result:  # a stage no longer in the schedule
-            shutil.rmtree(stale)
+    fs, root = storage.fs_and_path(out)
+    for stale in fs.ls(root, detail=False) if fs.exists(root) else []:
+        if stale.rstrip("/").rsplit("/", 1)[-1] not in result:  # a stage no longer in the schedule
+            fs.rm(stale, recursive=True)
     return result
 
 
@@ -64,15 +73,17 @@ def stage_spec(profile: Profile, stage: T2IStage) -> RunSpec:
                    checkpoint_every=t.checkpoint_every, log_every=train.log_every)
 
 
-def run_train(profile: Profile, features: Path = FEATURES, t5: Path = T5_DIR, out: Path = MODELS,
-              prior_roots: dict | None = None, stop_after: int | None = None) -> dict:
-    """Every stage of Table S1 in order; stage 0 starts from the prior, stage i from stage i-1."""
+def run_train(profile: Profile, features: Path | str | None = None, t5: Path | str | None = None,
+              out: Path = MODELS, prior_roots: dict | None = None, stop_after: int | None = None) -> dict:
+    """Every stage of Table S1 in order; stage 0 starts from the prior, stage i from stage i-1.
+    ``features``/``t5``: the caches (default: params ``storage.features``/t2i and /t5)."""
     t = profile.t2i
+    features, t5 = features or features_location(profile), t5 or t5_location(profile)
     parent = prior_checkpoint(t.prior, prior_roots)
     summaries = []
     probes = None  # held-out loss at checkpoints (eval.every), built when a stage trains
     for i, stage in enumerate(t.stages):
-        data = T2IStream(features / stage_key(stage.resolution, stage.multi_aspect), t5, t.pair_fraction)
+        data = T2IStream(storage.join(features, stage_key(stage.resolution, stage.multi_aspect)), t5, t.pair_fraction)
         tokens, width = data.text_width
         latent = data.shapes["latent_mean"]  # (C, h, w) of the first bucket
         vae_f = data.buckets[0][0] // latent[-2]  # image side / latent side
@@ -91,7 +102,7 @@ def run_train(profile: Profile, features: Path = FEATURES, t5: Path = T5_DIR, ou
                   "diffusion": profile.diffusion.model_dump(), "long_caption_ratio": profile.t2i_data.long_caption_ratio,
                   "schedule": {"steps": stage.steps},
                   "lineage": lineage(t.prior if i == 0 else f"t2i-stage-{i - 1}", parent,
-                                     {"t2i_latents": str(features / stage_key(stage.resolution, stage.multi_aspect)),
+                                     {"t2i_latents": str(storage.join(features, stage_key(stage.resolution, stage.multi_aspect))),
                                       "t5_cache": str(t5), "t2i_subset": str(T2I_SUBSET)},
                                      {"t2i_subset": "datasets/t2i/subset/subset.parquet (t2i-subset stage)"})}
         stage_out = out / "stages" / f"stage-{i}"

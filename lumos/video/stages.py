@@ -14,11 +14,17 @@ from lumos.demo import DEFAULT_OUT as MINI_WORLD_DIR
 from lumos.demo import serve_mini_world
 from lumos.video.webvid import prepare_webvid
 
-CLIPS = Path("datasets/clips/webvid")
+CLIPS = Path("datasets/clips/webvid")  # the default of storage.clips + /webvid
 
 
-def run_prepare_webvid(profile: Profile, out: Path = CLIPS, on_shard=None) -> dict:
+def clips_location(profile: Profile) -> str:
+    """``storage.clips``/webvid: the local default or a bucket URL."""
+    return f"{profile.storage.clips.rstrip('/')}/webvid"
+
+
+def run_prepare_webvid(profile: Profile, out: Path | str | None = None, on_shard=None) -> dict:
     """Clip shards on Ray (params ``ray``): one shard per task, clips decoded in its worker."""
+    out = out or clips_location(profile)
     v = profile.i2v
     src = v.source
     server = (serve_mini_world(MINI_WORLD_DIR, profile.mini_world.base_url)

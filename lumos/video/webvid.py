@@ -44,7 +44,8 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from lumos.config import RaySettings
-from lumos.io import atomic_write_bytes, atomic_write_text, read_bytes
+from lumos.io import atomic_write_bytes, read_bytes
+from lumos.runtime import storage
 from lumos.runtime.ray import run_shards
 
 INDEX_SCHEMA = pa.schema(
@@ -343,14 +344,16 @@ def _fingerprint(rows: Sequence[VideoRow], settings: dict) -> dict:
             "settings": settings}
 
 
-def _prepare_out(out: Path, fingerprint: dict) -> None:
-    """Keep finished shards only when they came from the same rows and settings."""
-    path = out / FINGERPRINT
-    if out.exists() and (not path.exists() or json.loads(path.read_text()) != fingerprint):
-        shutil.rmtree(out)
-    for sub in ("shards", "parts", ".work"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(fingerprint, indent=1, sort_keys=True) + "\n")
+def _prepare_out(out: str, fingerprint: dict) -> None:
+    """Keep finished shards only when they came from the same rows and settings (``out``: a
+    folder or an fsspec URL, params ``storage.clips``)."""
+    path = storage.join(out, FINGERPRINT)
+    if storage.exists(out) and (not storage.exists(path) or json.loads(storage.read_bytes(path)) != fingerprint):
+        fs, root = storage.fs_and_path(out)
+        fs.rm(root, recursive=True)
+    for sub in ("shards", "parts"):
+        storage.makedirs(storage.join(out, sub))
+    storage.write_bytes_atomic(path, (json.dumps(fingerprint, indent=1, sort_keys=True) + "\n").encode())
 
 
 def _allowed(url: str, prefixes: Sequence[str] | None) -> bool:
@@ -390,13 +393,15 @@ def _process(key: str, row: VideoRow, work: Path, s: dict) -> dict:
     return {**base, "status": "ok", "caption": row.caption, "array": arr, "meta": meta}
 
 
-def _write_shard(out: Path, shard: int, results: Iterable[dict]) -> None:
-    """Write one shard as its clips arrive: each clip's frames go straight into the tar (a
-    temporary file, renamed when whole), so a shard is never held in memory."""
+def _write_shard(out: str, shard: int, results: Iterable[dict], work: Path) -> None:
+    """Write one shard as its clips arrive: each clip's frames go straight into the tar (a local
+    temporary file, then renamed into a local ``out`` or uploaded whole, one PUT, to a bucket),
+    so a shard is never held in memory."""
     import webdataset as wds
 
     name = f"shards/{shard:05d}.tar"
-    tmp = out / "shards" / f".{shard:05d}.tar.tmp"
+    remote = "://" in out
+    tmp = work / f"{shard:05d}.tar" if remote else Path(out) / "shards" / f".{shard:05d}.tar.tmp"
     index, rejects = [], []
     with open(tmp, "wb") as f, wds.TarWriter(f, encoder=False, mtime=0) as sink:
         for r in results:
@@ -409,13 +414,19 @@ def _write_shard(out: Path, shard: int, results: Iterable[dict]) -> None:
                           "frames": r["meta"]["frames"], "interval": r["meta"]["interval"],
                           "start": r["meta"]["start"], "resolution": r["meta"]["resolution"],
                           "source_fps": r["meta"]["fps"], "status": "ok"})
-    os.replace(tmp, out / name)
+    if remote:
+        fs, root = storage.fs_and_path(storage.join(out, name))
+        fs.put_file(str(tmp), root)
+        tmp.unlink()
+    else:
+        os.replace(tmp, Path(out) / name)
     for rows, schema, suffix in ((index, INDEX_SCHEMA, ".parquet"),
                                  (rejects, REJECTS_SCHEMA, ".rejects.parquet")):
         pbuf = io.BytesIO()
         pq.write_table(pa.Table.from_pylist(rows, schema=schema), pbuf)
-        atomic_write_bytes(out / "parts" / f"{shard:05d}{suffix}", pbuf.getvalue())
-    atomic_write_text(out / "parts" / f"{shard:05d}.done", f"{len(index)} {len(rejects)}\n")
+        storage.write_bytes_atomic(storage.join(out, "parts", f"{shard:05d}{suffix}"), pbuf.getvalue())
+    storage.write_bytes_atomic(storage.join(out, "parts", f"{shard:05d}.done"),  # last: the shard is finished
+                               f"{len(index)} {len(rejects)}\n".encode())
 
 
 class ClipShardWorker:
@@ -424,14 +435,14 @@ class ClipShardWorker:
     as they finish: memory is bounded by ``threads`` clips per worker, never by a shard."""
 
     def __init__(self, out: str, settings: dict, threads: int) -> None:
-        self.out, self.s, self.threads = Path(out), settings, max(1, threads)
+        self.out, self.s, self.threads = out, settings, max(1, threads)
 
     def run(self, job: tuple[int, list[tuple[str, VideoRow]]]) -> int:
         shard, rows = job
-        work = Path(tempfile.mkdtemp(dir=self.out / ".work"))
+        work = Path(tempfile.mkdtemp(prefix="lumos-clips-"))  # downloaded videos: local, removed after
         try:
             with ThreadPoolExecutor(max_workers=self.threads) as pool:
-                _write_shard(self.out, shard, _in_order(pool, rows, work, self.s, self.threads))
+                _write_shard(self.out, shard, _in_order(pool, rows, work, self.s, self.threads), work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return shard
@@ -449,17 +460,17 @@ def _in_order(pool: ThreadPoolExecutor, rows: list[tuple[str, VideoRow]], work: 
         yield inflight.popleft().result()
 
 
-def _combine(out: Path, n_shards: int) -> tuple[pa.Table, pa.Table]:
+def _combine(out: str, n_shards: int) -> tuple[pa.Table, pa.Table]:
     tables = {}
     for suffix, schema, name in ((".parquet", INDEX_SCHEMA, "index.parquet"),
                                  (".rejects.parquet", REJECTS_SCHEMA, "rejects.parquet")):
-        parts = [pq.read_table(out / "parts" / f"{i:05d}{suffix}", schema=schema)
-                 for i in range(n_shards)]
+        parts = [pq.read_table(pa.BufferReader(storage.read_bytes(storage.join(out, "parts", f"{i:05d}{suffix}"))),
+                               schema=schema) for i in range(n_shards)]
         table = pa.concat_tables(parts) if parts else schema.empty_table()
         table = table.sort_by("key")
         buf = io.BytesIO()
         pq.write_table(table, buf)
-        atomic_write_bytes(out / name, buf.getvalue())
+        storage.write_bytes_atomic(storage.join(out, name), buf.getvalue())
         tables[name] = table
     return tables["index.parquet"], tables["rejects.parquet"]
 
@@ -478,7 +489,7 @@ def prepare_clips(rows: Sequence[VideoRow], out_dir: Path | str, frames: int = 1
     clip's first frame from ``seed`` and the clip's key; otherwise sampling starts at frame 0. ``allowed_url_prefixes`` rejects other URLs
     (``not_allowed``) so a test or demo never reaches beyond its own server.
     """
-    out = Path(out_dir)
+    out = storage.normalize(out_dir)  # a folder or an fsspec URL (params storage.clips)
     settings = {"frames": frames, "interval": interval, "resolution": resolution,
                 "samples_per_shard": samples_per_shard, "random_start": random_start,
                 "seed": seed if random_start else None,
@@ -487,11 +498,11 @@ def prepare_clips(rows: Sequence[VideoRow], out_dir: Path | str, frames: int = 1
     _prepare_out(out, _fingerprint(rows, settings))
     s = {**settings, "timeout_s": timeout_s, "retries": retries}
     n_shards = (len(rows) + samples_per_shard - 1) // samples_per_shard
-    pending = [i for i in range(n_shards) if not (out / "parts" / f"{i:05d}.done").exists()]
+    pending = [i for i in range(n_shards) if not storage.exists(storage.join(out, "parts", f"{i:05d}.done"))]
     jobs = [(shard, [(f"{lo + j:09d}", r) for j, r in enumerate(rows[lo: lo + samples_per_shard])])
             for shard in pending for lo in [shard * samples_per_shard]]
     t0 = time.perf_counter()
-    run_shards(ClipShardWorker, (str(out.resolve()), s, workers), jobs, ray, device="cpu", on_done=on_shard)
+    run_shards(ClipShardWorker, (out, s, workers), jobs, ray, device="cpu", on_done=on_shard)
     index, rejects = _combine(out, n_shards)
     reasons: dict[str, int] = {}
     for r in rejects.column("reason").to_pylist():
@@ -517,9 +528,9 @@ def iter_samples(out_dir: Path | str) -> Iterable[tuple[str, np.ndarray, dict]]:
     ``meta["tar"]`` names the shard file."""
     import tarfile
 
-    out = Path(out_dir)
-    for tar_path in sorted((out / "shards").glob("*.tar")):
-        with tarfile.open(tar_path) as tar:
+    for tar_path in storage.glob(storage.normalize(out_dir), "shards/*.tar"):
+        fs, path = storage.fs_and_path(tar_path)
+        with fs.open(path, "rb") as f, tarfile.open(fileobj=f) as tar:
             members: dict[str, dict[str, bytes]] = {}
             for m in tar.getmembers():
                 key, _, ext = m.name.partition(".")
@@ -529,4 +540,4 @@ def iter_samples(out_dir: Path | str) -> Iterable[tuple[str, np.ndarray, dict]]:
             for key in sorted(members):
                 parts = members[key]
                 yield (key, np.load(io.BytesIO(parts["npy"]), allow_pickle=False),
-                       {**json.loads(parts["json"]), "tar": tar_path.name})
+                       {**json.loads(parts["json"]), "tar": tar_path.rsplit("/", 1)[-1]})
