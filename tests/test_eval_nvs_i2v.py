@@ -196,6 +196,13 @@ def test_evaluate_t2i_reports_raw_and_long_caption_fid_on_heldout_coco(params, h
     raw, long = m["coco30k"], m["coco30k_long"]
     assert raw["samples"] == long["samples"] == 2 and raw["reference"] == long["reference"] and long["stand_in"]
     assert "long captions" in long["protocol"] and long["fid"] >= 0 and raw["fid"] >= 0
+    # Table 3's strict tags on the samples, and on the VAE's reconstructions of the same images
+    # (the ceiling of any sampler decoding through this VAE; the random test VAE's is ~0)
+    from lumos.eval.alignment import TAGS
+
+    for tags in (raw["alignment"], raw["alignment_vae_reconstruction"]):
+        assert set(tags) == set(TAGS) and all(0.0 <= v <= 1.0 for v in tags.values())
+    assert raw["alignment_vae_reconstruction"]["colour"] < 0.5
     saved = json.loads((cache / "coco30k.json").read_text())
     assert len(saved["captions"]) == 2 and saved["captions"] != manifest["coco_captions"][:2]
     assert saved["fingerprint"]["keys"] == [x["key"] for x in coco_prompts(coco.prompts, coco.reference, 2)]

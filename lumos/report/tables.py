@@ -25,7 +25,8 @@ GROUPS = {"ucf101": "UCF-101", "msrvtt": "MSR-VTT", "alignment": "Alignment (Gen
           "mscoco": "MS-COCO", "coco": "MS-COCO", "imagenet": "ImageNet-1K val (Table 1)",
           "coco30k": "MS-COCO FID-30K (Table 2)",
           "coco30k_long": "MS-COCO FID-30K, long captions † (Table 2)", "gso": "GSO (Table 4)", "webvid": "WebVid training clips",
-          "colour_histogram": "Colour distance (EMD) of a variation (issue 15)"}
+          "colour_histogram": "Colour distance (EMD) of a variation (issue 15)",
+          "alignment_vae_reconstruction": "Alignment of the VAE's reconstructions of the same images (ceiling)"}
 PROVENANCE = {"protocol", "reference", "stand_in", "objects"}  # shown in the group header, not as columns
 STAND_IN = " [mini-world stand-in]"
 LOWER = {"fid", "kid", "lpips", "fvd", "kvd", "loss", "mse", "to_input", "ratio"}
