@@ -99,7 +99,7 @@ import sys
 from lumos.caption.captions import caption_subset
 from lumos.caption.internvl import CaptionSettings, Captioner
 subset, out = sys.argv[1:]
-caption_subset(subset, out, Captioner(CaptionSettings(model=None, max_new_tokens=150, batch_size=4,
+caption_subset(subset, out, Captioner(CaptionSettings(model=None, max_new_tokens=48, batch_size=4,
                                                        precision="fp32")))
 """
 
