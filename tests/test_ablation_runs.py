@@ -44,10 +44,10 @@ def i2i_data(tmp_path_factory):
         for i, key in enumerate(keys):
             url = (f"http://127.0.0.1:8765/imagenet/train/{WNIDS[i % 2]}/{WNIDS[i % 2]}_{i:05d}.JPEG"
                    if source == "imagenet-mini" else f"http://127.0.0.1:8765/images/{i}.jpg")
-            rows.append((key, source, url))
-    con = duckdb.connect(str(root / "catalog.duckdb"))
-    con.execute("CREATE TABLE images (key VARCHAR, source VARCHAR, url VARCHAR)")
-    con.executemany("INSERT INTO images VALUES (?, ?, ?)", rows)
+            rows.append((f"uid-{key}", key, source, url))
+    con = duckdb.connect(str(root / "catalog.duckdb"))  # a uid as every catalog has (the optional views join on it)
+    con.execute("CREATE TABLE images (uid VARCHAR, key VARCHAR, source VARCHAR, url VARCHAR)")
+    con.executemany("INSERT INTO images VALUES (?, ?, ?, ?)", rows)
     con.close()
     return root
 
