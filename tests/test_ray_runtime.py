@@ -13,7 +13,7 @@ import torch
 
 from lumos.config import ConfigError, RaySettings, load_params, parse_params
 from lumos.runtime.device import model_dtype, place, resolve_device
-from lumos.runtime.ray import local_ray_address, start_local_ray, stop_local_ray
+from lumos.runtime.ray import ensure_local_auth_token, local_ray_address, start_local_ray, stop_local_ray
 
 
 def test_device_setting_and_precision():
@@ -44,10 +44,34 @@ def test_params_sections(params):
     assert load_params().profiles["paper"].ray.decode_batch == 256
 
 
-def test_local_ray_head_starts_is_found_and_stops(tmp_path):
+def test_auth_token_is_created_once_and_only_for_token_auth(tmp_path, monkeypatch):
+    token = tmp_path / "ray" / "auth_token"
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    assert ensure_local_auth_token() is None and not token.exists()
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    assert ensure_local_auth_token() == token
+    first = token.read_text()
+    assert len(first) == 64 and int(first, 16) >= 0  # Ray's format: 32 random bytes as hex
+    assert token.stat().st_mode & 0o077 == 0  # readable by its owner only
+    assert ensure_local_auth_token() == token and token.read_text() == first  # never overwritten
+    assert [p.name for p in token.parent.iterdir()] == ["auth_token"]  # no temporary left behind
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "given")
+    token.unlink()
+    assert ensure_local_auth_token() is None and not token.exists()  # the user's token wins
+
+
+def test_local_ray_head_starts_is_found_and_stops(tmp_path, monkeypatch):
+    # a fresh machine: token auth on (lumos.env) and no token yet, which `ray start` refuses
+    token = tmp_path / "fresh-home" / "auth_token"
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    assert os.environ["RAY_AUTH_MODE"] == "token"
     file = tmp_path / "ray.json"
     address = start_local_ray(num_cpus=1, num_gpus=0, address_file=file)
     try:
+        assert token.is_file()
         assert address.startswith("127.0.0.1:")
         assert local_ray_address(file) == address
         assert start_local_ray(address_file=file) == address  # once per run

@@ -103,6 +103,6 @@ def test_killing_the_caller_ends_the_stage(server):
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):  # gone (also between the two looks)
         return False
-    return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] != "Z"

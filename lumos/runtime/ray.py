@@ -55,6 +55,37 @@ def _wait_port(port: int, timeout_s: float) -> None:
     raise TimeoutError(f"local Ray did not listen on 127.0.0.1:{port} within {timeout_s:.0f} s")
 
 
+def ensure_local_auth_token() -> Path | None:
+    """Create Ray's auth token for a Ray started on this machine when token auth is on and none
+    exists yet (lumos.env sets ``RAY_AUTH_MODE=token``); returns the token file, None when not needed.
+
+    ``ray start --head`` refuses to start without one, and ``ray.init`` would write one with a plain
+    overwrite, so two processes starting Ray at once on a fresh machine could each keep a
+    different token. Here the token (Ray's own format: 32 random bytes as hex) is linked into
+    place only if the file is still missing, so the first writer wins and everyone reads its token.
+    A cluster's token is the user's: this is called only where Ray is started here.
+    """
+    import secrets
+    import tempfile
+
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token" or os.environ.get("RAY_AUTH_TOKEN"):
+        return None
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".auth_token.")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+        os.link(tmp, path)  # fails if another process got there first: keep theirs
+    except FileExistsError:
+        pass
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
 def start_local_ray(num_cpus: int | None = None, num_gpus: int | None = None,
                     address_file: Path | str = ADDRESS_FILE, timeout_s: float = 120.0) -> str:
     """Start a Ray head on 127.0.0.1 for this run (``ray start --head --block`` in its own process
@@ -63,6 +94,7 @@ def start_local_ray(num_cpus: int | None = None, num_gpus: int | None = None,
     running = local_ray_address(address_file)
     if running:
         return running
+    ensure_local_auth_token()
     port = _free_port()
     cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
            "--node-ip-address=127.0.0.1", f"--port={port}", "--include-dashboard=false",
@@ -137,6 +169,7 @@ def ensure_ray(cfg: RaySettings) -> str:
         ray.init(address=address, runtime_env={"env_vars": env} if env else None, **common)
         return f"joined {address}"
     # "local", not None: Ray would otherwise join whatever `ray start` last ran on this machine
+    ensure_local_auth_token()
     ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
              _node_ip_address="127.0.0.1", **common)
     return "local"
