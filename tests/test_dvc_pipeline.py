@@ -28,7 +28,7 @@ def _run(args: list[str], cwd: Path, env: dict) -> str:
 # profiles.tiny; `[*]`: every item of a list).
 SHORT_SCHEDULES = {"vae_train.steps": 60, "train.steps": 40, "train.checkpoint_every": 20,
                    "t2i.stages[*].steps": 10, "t2i.checkpoint_every": 10, "nvs.train.steps": 16, "nvs.train.checkpoint_every": 8,
-                   "i2v.train.steps": 10, "i2v.train.checkpoint_every": 5,
+                   "i2v.train.steps": 10, "i2v.train.checkpoint_every": 5, "i2v.sample_clips": 2,
                    # the suite's time budget: the train stages in the stage's own process (the
                    # DeepSpeed launcher path is tests/test_launch.py's and test_multirank.py's), and
                    # the per-shard stages of a few shards without actor start-up (their Ray path is
