@@ -40,3 +40,21 @@ def test_every_stage_in_dvc_yaml_is_a_command_that_resolves():
     for name, target in targets:  # the table's "module:function" strings all import
         module, function = target.split(":")
         assert callable(getattr(importlib.import_module(module), function)), name
+
+
+def test_stage_flows_run_without_heartbeats_unless_the_environment_asks(monkeypatch):
+    """flows/_cli.py: Prefect's flow-run heartbeat thread costs ~0.9 s at the end of every stage."""
+    from prefect.settings import get_current_settings
+
+    from flows._cli import HEARTBEAT_VARIABLES, stage_heartbeats
+
+    for name in HEARTBEAT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    default = get_current_settings().flows.heartbeat_frequency
+    assert default is not None  # Prefect's own default sends them
+    with stage_heartbeats():
+        assert get_current_settings().flows.heartbeat_frequency is None
+    assert get_current_settings().flows.heartbeat_frequency == default  # only for the stage's run
+    monkeypatch.setenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "60")
+    with stage_heartbeats():  # the user's setting stands
+        assert get_current_settings().flows.heartbeat_frequency == default
