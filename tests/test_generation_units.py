@@ -4,6 +4,8 @@ before any model is built. On a real local Ray: tests/test_ray_stages.py (evalua
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 import torch
 
@@ -39,16 +41,17 @@ def _build() -> dict:
     return {}
 
 
+@dataclass(frozen=True)
+class Unit:
+    """The smallest generation unit: what run_units reads of one."""
+
+    index: int
+    seed: int
+    stamp: str
+    target: str | None
+
+
 def test_units_merge_in_order_and_a_filed_unit_is_not_generated_again(tmp_path):
-    from dataclasses import dataclass
-
-    @dataclass(frozen=True)
-    class Unit:
-        index: int
-        seed: int
-        stamp: str
-        target: str | None
-
     units = [Unit(i, 100 + i, stamp("s", i), str(tmp_path / f"{i}.safetensors")) for i in (2, 0, 1)]
     first = run_units(_Recorder, (_build,), units, None)
     assert [r["seed"] for r in first] == [102, 100, 101] and len(_Recorder.built) == 1
@@ -68,16 +71,7 @@ def test_units_merge_in_order_and_a_filed_unit_is_not_generated_again(tmp_path):
 
 
 def test_reporting_units_hears_every_unit_of_every_call_inside_and_none_outside(tmp_path):
-    from dataclasses import dataclass
-
     from lumos.runtime.units import reporting_units
-
-    @dataclass(frozen=True)
-    class Unit:
-        index: int
-        seed: int
-        stamp: str
-        target: str | None
 
     heard, own = [], []
     units = [Unit(i, i, stamp("progress", i), None) for i in range(3)]
