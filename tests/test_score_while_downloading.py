@@ -66,6 +66,25 @@ def test_each_shard_is_scored_as_it_finishes_and_the_files_match_the_score_stage
     assert score_source(dl, out, SETTINGS) == {"scored": 0, "cached": 3}  # the score stage after it
 
 
+def test_the_end_of_the_download_wakes_a_waiting_stream_at_once(tmp_path):
+    """The last shard is scored when the download ends, not a poll interval later: a stream
+    polling every 10 minutes still finishes its last shard once ``finished`` is set."""
+    src = write_shards(tmp_path / "src", shards=1, per_shard=3)
+    dl, out, finished, result = tmp_path / "dl", tmp_path / "streamed", threading.Event(), {}
+
+    def run() -> None:
+        result.update(score_stream(dl, out, SETTINGS, finished, decode_batch=4, poll_s=600))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    time.sleep(0.5)  # the stream has looked once, found nothing and waits
+    shutil.copytree(src / "shards", dl / "shards")
+    finished.set()
+    thread.join(60)
+    assert not thread.is_alive(), "the stream slept through the download's end"
+    assert result == {"scored": 1, "cached": 0} and (out / "00000.parquet").exists()
+
+
 def test_the_stream_dispatch_on_ray_takes_jobs_as_they_arrive(tmp_path, ray_cluster):
     """map_shard_stream: a host runs each job as soon as it arrives, while later ones do not
     exist yet (score jobs whose stamps are current: the dispatch, not the scorer, is tested)."""
@@ -152,3 +171,4 @@ def test_a_failed_download_is_raised_as_it_is(curated, tmp_path):
     with pytest.raises(Exception, match="missing.parquet"):
         download_and_score(tmp_path / "missing.parquet", tmp_path / "download", tmp_path / "scores",
                            cfg.download, cfg.score)
+

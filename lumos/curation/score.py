@@ -262,7 +262,8 @@ def score_stream(download_dir: Path | str, out_dir: Path | str, settings: ScoreS
     seen: list[ScoreJob] = []
     outcomes = run_shard_stream(ScoreWorker, (settings, decode_batch, device),
                                 watch_shards(download_dir, out_dir, finished, seen), ray, device=device,
-                                expected=expected, workers=workers, poll_s=poll_s, on_done=on_shard)
+                                expected=expected, workers=workers, poll_s=poll_s, on_done=on_shard,
+                                wake=finished)  # the download's end: its last shards at once
     remove_stale(out_dir, seen)
     return {"scored": outcomes.count("scored"), "cached": outcomes.count("cached")}
 

@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -304,12 +305,14 @@ def map_shards(worker_cls: type, init_args: tuple, jobs: Iterable[Any], cfg: Ray
 
 def map_shard_stream(worker_cls: type, init_args: tuple, arrivals: Iterable[list], cfg: RaySettings, *,
                      gpus_per_task: float = 0.0, workers: int | None = None, poll_s: float = 0.5,
-                     on_done: Callable[[int, int, Any], None] | None = None) -> list[Any]:
+                     on_done: Callable[[int, int, Any], None] | None = None,
+                     wake: threading.Event | None = None) -> list[Any]:
     """:func:`map_shards` for jobs that appear while it runs (shards another process is still
     writing). ``arrivals`` yields lists of new jobs, possibly empty, and ends when no more will
     come; it is pulled again after each finished shard or every ``poll_s`` seconds, so the hosts
-    start (and build their models) before the first job exists. Same hosts, retries and failure
-    handling as :func:`map_shards`; ``on_done(done, known so far, result)``."""
+    start (and build their models) before the first job exists; ``wake`` (the producer's "no more
+    jobs" event) ends a wait at once, so the last jobs start without a poll's delay. Same hosts,
+    retries and failure handling as :func:`map_shards`; ``on_done(done, known so far, result)``."""
     import ray
 
     ensure_ray(cfg)
@@ -340,7 +343,7 @@ def map_shard_stream(worker_cls: type, init_args: tuple, arrivals: Iterable[list
                 running[ref] = host
             if not running:
                 if more:
-                    time.sleep(poll_s)
+                    _pause(poll_s, wake)
                 continue
             ready, _ = ray.wait(list(running), num_returns=1, timeout=poll_s if more else None)
             for ref in ready:
@@ -354,13 +357,22 @@ def map_shard_stream(worker_cls: type, init_args: tuple, arrivals: Iterable[list
     return results
 
 
+def _pause(seconds: float, wake: threading.Event | None) -> None:
+    """Sleep ``seconds``, or less when ``wake`` is set meanwhile."""
+    if wake is None:
+        time.sleep(seconds)
+    else:
+        wake.wait(seconds)
+
+
 def run_local_stream(worker_cls: type, init_args: tuple, arrivals: Iterable[list], poll_s: float = 0.5,
-                     on_done: Callable[[int, int, Any], None] | None = None) -> list[Any]:
+                     on_done: Callable[[int, int, Any], None] | None = None,
+                     wake: threading.Event | None = None) -> list[Any]:
     """:func:`map_shard_stream` in this process: each job as it arrives, one after another."""
     worker, results, known = None, [], 0
     for new in arrivals:
         if not new:
-            time.sleep(poll_s)
+            _pause(poll_s, wake)
             continue
         known += len(new)
         worker = worker or worker_cls(*init_args)
@@ -373,13 +385,14 @@ def run_local_stream(worker_cls: type, init_args: tuple, arrivals: Iterable[list
 
 def run_shard_stream(worker_cls: type, init_args: tuple, arrivals: Iterable[list], cfg: RaySettings | None, *,
                      device: str = "cpu", expected: int | None = None, workers: int | None = None,
-                     poll_s: float = 0.5, on_done: Callable[[int, int, Any], None] | None = None) -> list[Any]:
+                     poll_s: float = 0.5, on_done: Callable[[int, int, Any], None] | None = None,
+                     wake: threading.Event | None = None) -> list[Any]:
     """:func:`run_shards` for jobs that appear while it runs: on Ray when ``cfg`` is given and
     the ``expected`` number of jobs is above ``cfg.in_process_max_shards``, else in this process."""
     if cfg is None or (expected is not None and expected <= cfg.in_process_max_shards):
-        return run_local_stream(worker_cls, init_args, arrivals, poll_s, on_done)
+        return run_local_stream(worker_cls, init_args, arrivals, poll_s, on_done, wake)
     return map_shard_stream(worker_cls, init_args, arrivals, cfg, gpus_per_task=model_gpus(cfg, device),
-                            workers=workers, poll_s=poll_s, on_done=on_done)
+                            workers=workers, poll_s=poll_s, on_done=on_done, wake=wake)
 
 
 def run_local(worker_cls: type, init_args: tuple, jobs: Iterable[Any],
