@@ -510,6 +510,9 @@ class I2V(Section):
     source: VideoSource = VideoSource()
     train: FineTune  # H.4
     sample_clips: PosInt = 2  # evaluation clips turned into videos by sample-i2v
+    # 1: later frames start from pure noise (H.4); < 1: from frame 0's latent noised to that
+    # share of the sampler's schedule (SDEdit-style, beyond the paper), in sample-i2v and evaluate-i2v
+    sample_strength: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -116,6 +116,27 @@ def test_first_frame_stays_fixed_through_i2v_sampling():
     assert torch.equal(z[:, 0], first) and not torch.allclose(z[:, 1], first)
 
 
+def test_i2v_strength_starts_later_frames_from_the_first_frame():
+    """strength < 1: every frame starts as frame 0 noised to the level of the steps that run
+    (fewer solver steps), so a small strength leaves the later frames near frame 0."""
+    torch.manual_seed(0)
+    video = perturbed(VideoDiT(max_frames=16, **ARGS))
+    first = torch.randn(2, 4, 8, 8)
+    settings = Diffusion(sample_steps=10, cfg_scale=2.0)
+    runs = {}
+    for strength in (1.0, 0.3, 0.1):
+        seen = []
+        z = image_to_video_latents(video, first, torch.randn(2, 1, 24, generator=torch.Generator().manual_seed(1)), 4,
+                                   settings, seed=0, watch=lambda z: seen.append(z), strength=strength)
+        assert torch.equal(z[:, 0], first) and all(torch.equal(s[:, 0], first) for s in seen)
+        runs[strength] = (z, len(seen))
+    assert runs[1.0][1] == 10 and runs[0.3][1] == 1 + 3 and runs[0.1][1] == 1 + 1  # + the noised start
+    gap = {s: float((z[:, 1:] - first[:, None]).abs().mean()) for s, (z, _) in runs.items()}
+    assert gap[0.1] < 0.5 * gap[0.3] and gap[0.3] < 0.5 * gap[1.0]
+    with pytest.raises(ValueError, match="strength"):
+        image_to_video_latents(video, first, torch.randn(2, 1, 24), 4, settings, seed=0, strength=0.0)
+
+
 def test_relative_pose_matches_the_numpy_definition():
     g = torch.Generator().manual_seed(0)
     q, _ = torch.linalg.qr(torch.randn(2, 3, 3, generator=g))

@@ -116,9 +116,12 @@ class GaussianDiffusion:
                generator: torch.Generator | None = None,
                init: torch.Tensor | None = None, model_kwargs: dict | None = None,
                null_kwargs: dict | None = None,
-               after_step: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+               after_step: Callable[[torch.Tensor], torch.Tensor] | None = None,
+               strength: float = 1.0) -> torch.Tensor:
         """Draw latents of ``shape`` guided by ``condition`` against ``null`` (both (B,M,d)),
         starting from ``init`` noise when given (e.g. one noise shared along an interpolation).
+        ``strength`` < 1 (SDEdit, Meng et al. 2022): ``init`` holds clean latents, noised to the
+        level of the last ``round(strength * steps)`` solver steps, which alone run.
 
         ``model_kwargs`` go to both guidance branches, except the keys ``null_kwargs`` overrides
         in the unconditional one (e.g. an all-ones T5 mask for the null condition);
@@ -131,10 +134,25 @@ class GaussianDiffusion:
             scheduler = DPMSolverMultistepScheduler.from_config(
                 self.train_scheduler.config, algorithm_type="dpmsolver++", solver_order=2)
         scheduler.set_timesteps(steps, device=condition.device)
-        if init is None:
-            init = torch.randn(shape, generator=generator)  # on the CPU: the same noise on any device
-        z = init.to(condition.device) * scheduler.init_noise_sigma
-        for t in scheduler.timesteps:
+        timesteps = scheduler.timesteps
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        if strength < 1.0:
+            if init is None:
+                raise ValueError("strength < 1 starts from given latents: pass init")
+            begin = steps - max(1, round(strength * steps))
+            timesteps = timesteps[begin:]
+            scheduler.set_begin_index(begin)
+            noise = torch.randn(shape, generator=generator)  # on the CPU: the same noise on any device
+            z = self.train_scheduler.add_noise(init.float().cpu(), noise, timesteps[:1].cpu().long())
+            z = z.to(condition.device)
+            if after_step is not None:
+                z = after_step(z)
+        else:
+            if init is None:
+                init = torch.randn(shape, generator=generator)  # on the CPU: the same noise on any device
+            z = init.to(condition.device) * scheduler.init_noise_sigma
+        for t in timesteps:
             z_in = scheduler.scale_model_input(z, t)
             tt = t.expand(shape[0]).to(condition.device)
             if cfg_scale == 1.0:

@@ -216,9 +216,9 @@ class I2VEvalWorker(UnitWorker):
     """First frame of ``unit.row`` -> a clip at the model's ``side`` -> FVD features and PIC."""
 
     def __init__(self, build, side: int, diffusion: Diffusion, device: str = "cpu",
-                 precisions: dict | None = None) -> None:
+                 precisions: dict | None = None, strength: float = 1.0) -> None:
         super().__init__(build, device, precisions)
-        self.side, self.diffusion, self.extractors = side, diffusion, {}
+        self.side, self.diffusion, self.strength, self.extractors = side, diffusion, strength, {}
 
     def _extractor(self, m: dict, resolution: int) -> torch.nn.Module:
         from lumos.eval.features import video_extractor
@@ -241,7 +241,8 @@ class I2VEvalWorker(UnitWorker):
             x = torch.nn.functional.interpolate(first[None], size=self.side, mode="bilinear",
                                                 antialias=True).clamp(0, 1).to(device)
             mean, _ = vae.encode(x * 2 - 1)
-            z = image_to_video_latents(model, mean.float(), encoder(x).float(), frames, self.diffusion, seed)
+            z = image_to_video_latents(model, mean.float(), encoder(x).float(), frames, self.diffusion, seed,
+                                       strength=self.strength)
             return (vae.decode(z[0]).float().clamp(-1, 1) + 1) / 2
 
         return score_clip(unit.row, unit.protocol, generate, self._extractor(m, unit.protocol.resolution), m["lpips"],
@@ -344,7 +345,8 @@ def generate_i2v(profile: Profile, ckpt: Path, name: str, rows: list, proto, out
     cid, fp = _fingerprint(profile, ckpt, "vae", "vision_encoder", "i2v")
     build = partial(build_i2v, cid, profile.vae, profile.vision_encoder, e)
     precisions = {"vae": profile.features.precision, "encoder": profile.features.precision}
-    worker = (build, profile.i2v.resolution, profile.diffusion, profile.device, precisions)
+    worker = (build, profile.i2v.resolution, profile.diffusion, profile.device, precisions,
+              profile.i2v.sample_strength)
 
     def score(batch):
         units = [ClipUnit(i, seed, row, proto, key := stamp(fp, name, seed, row.videoid, row.url, proto.model_dump()),

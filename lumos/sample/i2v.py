@@ -1,5 +1,7 @@
 """Lumos-I2V sampling: an image -> a clip. The image's latent is frame 0 at timestep 0 through
-every solver step (the mask strategy of eq. S2); the other frames are denoised with CFG."""
+every solver step (the mask strategy of eq. S2); the other frames are denoised with CFG, from
+pure noise as in the paper (``strength`` 1) or, with ``strength`` < 1, from frame 0's latent
+noised to that share of the schedule (SDEdit-style initialisation; beyond the paper)."""
 
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ from lumos.models import VideoDiT
 
 @torch.no_grad()
 def image_to_video_latents(model: VideoDiT, first_latent: torch.Tensor, tokens: torch.Tensor, frames: int,
-                           settings: Diffusion, seed: int, watch=None) -> torch.Tensor:
+                           settings: Diffusion, seed: int, watch=None, strength: float = 1.0) -> torch.Tensor:
     """(B,C,h,w) clean first-frame latents, (B,M,d) their tokens -> (B,F,C,h,w) latents.
-    ``watch(z)`` (tests) sees the latents after every solver step."""
+    ``watch(z)`` (tests) sees the latents after every solver step; ``strength`` < 1 starts every
+    frame from the first frame's latent noised to the level of the last ``strength`` of the steps."""
     b = first_latent.shape[0]
 
     def eps(z: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -34,11 +37,15 @@ def image_to_video_latents(model: VideoDiT, first_latent: torch.Tensor, tokens: 
         return z
 
     g = torch.Generator().manual_seed(seed)
-    init = torch.randn((b, frames, *first_latent.shape[1:]), generator=g)
-    init[:, 0] = first_latent
+    shape = (b, frames, *first_latent.shape[1:])
+    if strength < 1.0:  # every frame starts as frame 0; the sampler noises them (frame 0 is reset)
+        init = first_latent[:, None].cpu().float().expand(shape).clone()
+    else:
+        init = torch.randn(shape, generator=g)
+        init[:, 0] = first_latent
     return GaussianDiffusion(settings.train_steps).sample(
-        eps, tokens, model.null(b), tuple(init.shape), settings.sampler, settings.sample_steps,
-        settings.cfg_scale, g, init=init, after_step=keep_first)
+        eps, tokens, model.null(b), shape, settings.sampler, settings.sample_steps,
+        settings.cfg_scale, g, init=init, after_step=keep_first, strength=strength)
 
 
 def write_clip(frames: np.ndarray, mp4: Path, gif: Path, fps: int = 8) -> None:

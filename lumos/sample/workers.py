@@ -159,7 +159,8 @@ class I2VSampleWorker(SampleWorker):
         first, cond = unit.inputs
         device = next(m["model"].parameters()).device
         z = image_to_video_latents(m["model"], first[None].to(device), cond[None].to(device),
-                                   self.settings["frames"], self.diffusion, unit.seed)
+                                   self.settings["frames"], self.diffusion, unit.seed,
+                                   strength=self.settings.get("strength", 1.0))
         frames = ((m["vae"].decode(z[0]).float().clamp(-1, 1) + 1) / 2 * 255).round().byte().permute(0, 2, 3, 1)
         frames = frames.cpu().numpy()
         key = unit.name

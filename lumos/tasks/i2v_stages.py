@@ -81,7 +81,7 @@ def run_sample(profile: Profile, models: Path = MODELS, features: Path | str | N
 
     data = FeatureShards(features or features_location(profile), first=profile.i2v.sample_clips)  # only the clips drawn
     n, t = len(data), data.tensors
-    settings = {"frames": profile.i2v.frames, "checkpoint": checkpoint_id(ckpt), "vae": profile.vae.model_dump(),
+    settings = {"frames": profile.i2v.frames, "strength": profile.i2v.sample_strength, "checkpoint": checkpoint_id(ckpt), "vae": profile.vae.model_dump(),
                 "vision_encoder": profile.vision_encoder.model_dump()}
     # one generation unit per clip (lumos/sample/workers.py): clip k draws from sample.seed + k
     units = [(key, profile.sample.seed + k, (t["latent_mean"][k, 0].clone(), t["condition"][k].clone()),
