@@ -87,6 +87,18 @@ def test_first_frame_colour_ratio_separates_kept_and_lost_scenes():
     assert r_kept < 0.1 and r_lost > 1.0
 
 
+def test_frame_motion_is_zero_for_a_still_clip_and_grows_with_movement():
+    """sample-i2v's ``motion``: a clip can keep its scene by standing still, so the report puts
+    how much generated frames move beside how much the real clips move."""
+    from lumos.tasks.i2v_stages import frame_motion
+
+    still = torch.stack([disc(16, 16, 5, RED, (0.2, 0.5, 0.5))] * 4)[None]
+    slow = torch.stack([disc(10 + f, 16, 5, RED, (0.2, 0.5, 0.5)) for f in range(4)])[None]
+    fast = torch.stack([disc(6 + 6 * f, 16, 5, RED, (0.2, 0.5, 0.5)) for f in range(4)])[None]
+    assert frame_motion(still) == 0.0
+    assert 0.0 < frame_motion(slow) < frame_motion(fast)
+
+
 # ------------------------------------------------------------- the sample stages report them
 def _checkpoint(root, model_class: str, model, args: dict) -> None:
     import json
@@ -201,3 +213,9 @@ def test_sample_i2v_reports_the_first_frame_colour_ratio(params, tmp_path):
     clip = frames.permute(0, 1, 4, 2, 3).float() / 255  # (N,F,3,r,r)
     again = variation_distances(clip[:, 0], clip[:, 1:].flatten(0, 1))
     assert again["ratio"] == pytest.approx(got["ratio"], abs=0.05)  # from the written frames (uint8)
+    real = m["first_frame_colour_real"]  # the same measure on the real clips through the VAE
+    assert set(real) == {"to_input", "to_other", "ratio"} and real["ratio"] < 0.1  # still clips keep their scene
+    from lumos.tasks.i2v_stages import frame_motion
+
+    assert m["motion"]["real"] == pytest.approx(0.0, abs=1e-4)  # the test's clips stand still
+    assert m["motion"]["generated"] == pytest.approx(frame_motion(clip), abs=0.01)

@@ -70,6 +70,20 @@ def run_train(profile: Profile, features: Path | str | None = None, out: Path = 
     return run_fine_tune(task, ft, profile, out, config, stop_after)
 
 
+def real_clips(profile: Profile, latents: torch.Tensor) -> torch.Tensor:
+    """(N,F,C,h,w) cached clip latents -> (N,F,3,H,W) in [0, 1]: the real clips as the VAE returns them."""
+    from lumos.encoders import build_vae
+
+    vae = build_vae(profile.vae)
+    with torch.no_grad():
+        return torch.stack([(vae.decode(z.float()).float().clamp(-1, 1) + 1) / 2 for z in latents])
+
+
+def frame_motion(clips: torch.Tensor) -> float:
+    """Mean absolute pixel change between consecutive frames of (N,F,3,H,W) clips in [0, 1]."""
+    return float((clips[:, 1:] - clips[:, :-1]).abs().mean())
+
+
 def run_sample(profile: Profile, models: Path = MODELS, features: Path | str | None = None,
                out: Path = SAMPLES) -> dict:
     """The first frames of the first ``i2v.sample_clips`` prepared clips -> generated clips."""
@@ -95,7 +109,10 @@ def run_sample(profile: Profile, models: Path = MODELS, features: Path | str | N
     decoded = [torch.from_numpy(np.load(out / f"{key}.npy")).permute(0, 3, 1, 2).float() / 255
                for key in data.keys[:n]]  # the frames the workers wrote, (T, 3, H, W) in [0, 1]
     if len(decoded) >= 2:  # does a clip keep its first frame's scene? (issue 15): ratio << 1 if so
-        clips = torch.stack(decoded)
+        clips, real = torch.stack(decoded), real_clips(profile, t["latent_mean"][:n])
         manifest["first_frame_colour"] = variation_distances(clips[:, 0], clips[:, 1:].flatten(0, 1))
+        manifest["first_frame_colour_real"] = variation_distances(real[:, 0], real[:, 1:].flatten(0, 1))
+        # a still clip keeps its scene too: how much the frames move, against the real clips
+        manifest["motion"] = {"generated": frame_motion(clips), "real": frame_motion(real)}
     write_summary(out / "manifest.json", manifest)
     return manifest
