@@ -53,8 +53,9 @@ def test_variation_features_come_in_bounded_batches(setup, monkeypatch):
     whole_gen = extract_features(to_uint8(grid[1::2]), extractor)
     whole_ref = extract_features(to_uint8(grid[0::2]), extractor)
     one, other = batched.i2i_variation_features(model, vae, encoder, extractor, paths, RES, SETTINGS, 0, 8)
-    assert torch.allclose(one, whole_gen) and torch.allclose(other, whole_ref)
-    assert torch.allclose(ref, whole_ref)  # the inputs do not depend on the batching
+    # float32 convolutions may round differently by batch size (seen on an AMD EPYC): 1e-5 apart
+    assert torch.allclose(one, whole_gen, atol=1e-5) and torch.allclose(other, whole_ref, atol=1e-5)
+    assert torch.allclose(ref, whole_ref, atol=1e-5)  # the inputs do not depend on the batching
     assert not torch.allclose(gen, ref)  # samples are not the inputs
     with pytest.raises(ValueError, match="no reference images"):
         batched.i2i_variation_features(model, vae, encoder, extractor, [], RES, SETTINGS, 0, 2)

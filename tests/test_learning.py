@@ -221,7 +221,7 @@ def test_paper_claim_queues_the_prior_on_a_tenth_against_scratch_on_all():
 
 
 # --------------------------------------------------------------------------- T2I (issue 15)
-T2I_STEPS = 400
+T2I_STEPS = 800  # 400 drew the prompted background on 0.44 of 16 prompts on one machine, 0.25 on another
 
 
 def _background_hits(images: torch.Tensor, scenes_: list) -> float:
@@ -262,7 +262,7 @@ def trained_t2i(trained, tmp_path_factory):
     rng = np.random.default_rng(11)
     fit_scenes = [sample_scene(rng, 96, 160, 4) for _ in range(96)]
     rng = np.random.default_rng(12)
-    held = [sample_scene(rng, 96, 160, 4) for _ in range(16)]
+    held = [sample_scene(rng, 96, 160, 4) for _ in range(64)]  # 16 prompts: one hit = 0.06
     prep = square_crop(RES)
     root = tmp_path_factory.mktemp("t2i")
     keys = [f"k{i}" for i in range(len(fit_scenes))]
@@ -308,4 +308,4 @@ def test_t2i_samples_follow_their_prompts_background(trained_t2i):
     strict = alignment_scores([s.permute(1, 2, 0).numpy() for s in samples], [s.to_dict() for s in held])
     print(f"T2I background hits: trained {hits:.2f}, untrained {hits0:.2f}; strict alignment "
           + ", ".join(f"{k} {strict[k]:.2f}" for k in TAGS))
-    assert hits >= hits0 + 0.2  # measured 0.44 vs 0.12 (chance: 0.25); strict tags 0.06 count, 0 else (the VAE)
+    assert hits >= hits0 + 0.2  # measured 0.55 vs 0.20 on 64 prompts (chance: 0.25; 600 steps 0.53, 1200 0.59)
