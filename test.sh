@@ -7,4 +7,8 @@ source scripts/env.sh
 bash scripts/install-system.sh
 # Two workers (pytest-xdist), each test file on one of them: the whole-pipeline file runs beside
 # the rest. LUMOS_TEST_WORKERS=0 runs everything in this process.
-python -m pytest -n "${LUMOS_TEST_WORKERS:-2}" --dist loadfile "$@"
+workers="${LUMOS_TEST_WORKERS:-2}"
+# One torch/OpenMP thread per process while workers share the cores: two workers of two threads
+# each on two cores ran the suite 1.7x slower (bench/README.md, "Test suite time").
+if [ "$workers" != 0 ]; then export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"; fi
+python -m pytest -n "$workers" --dist loadfile "$@"
