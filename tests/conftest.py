@@ -189,3 +189,15 @@ def ray_cluster():
     ensure_ray(settings)
     yield settings
     ray.shutdown()
+
+
+# The longest files first: test.sh runs two xdist workers with `--dist loadfile`, which hands out
+# files in collection order, so the whole-pipeline file (about 10 min here) must start at once
+# on one worker while the other works through the rest; collected in name order it started
+# minutes late and ran alone at the end.
+LONGEST_FIRST = ("test_dvc_pipeline.py", "test_prefect_deployment.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept otherwise
