@@ -9,6 +9,6 @@ bash scripts/install-system.sh
 # the rest. LUMOS_TEST_WORKERS=0 runs everything in this process.
 workers="${LUMOS_TEST_WORKERS:-2}"
 # One torch/OpenMP thread per process while workers share the cores: two workers of two threads
-# each on two cores ran the suite 1.7x slower (bench/README.md, "Test suite time").
+# each on two cores ran six CPU-heavy test files 1.8x slower (bench/README.md, "Test suite time").
 if [ "$workers" != 0 ]; then export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"; fi
 python -m pytest -n "$workers" --dist loadfile "$@"
