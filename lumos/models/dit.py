@@ -24,6 +24,8 @@ BACKBONES = ("lumos", "pixart")
 # DiT's named sizes (Peebles & Xie, Table 1) with patch size 2; `tiny` is the CPU stand-in.
 VARIANTS: dict[str, dict[str, int]] = {
     "tiny": {"num_layers": 2, "num_attention_heads": 2, "attention_head_dim": 16, "patch_size": 2},
+    # 6.5x tiny's parameters: bench/t2i_learning_curve.py's larger model (not used by a profile)
+    "small": {"num_layers": 4, "num_attention_heads": 4, "attention_head_dim": 16, "patch_size": 2},
     "B/2": {"num_layers": 12, "num_attention_heads": 12, "attention_head_dim": 64, "patch_size": 2},
     "L/2": {"num_layers": 24, "num_attention_heads": 16, "attention_head_dim": 64, "patch_size": 2},
     "XL/2": {"num_layers": 28, "num_attention_heads": 16, "attention_head_dim": 72, "patch_size": 2},
